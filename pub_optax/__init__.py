@@ -1,0 +1,22 @@
+"""pub_optax: Parameter Update Balancing and multi-task optimisation as jitted optax transformations."""
+
+from pub_optax import weightings
+from pub_optax.balance import BalanceState, balance, gram_matrix, scale_weights
+from pub_optax.grads import value_and_task_grads
+from pub_optax.pub import pub, pub_adam
+from pub_optax.weightings.nash import NashResult, nash_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BalanceState",
+    "NashResult",
+    "balance",
+    "gram_matrix",
+    "nash_weights",
+    "pub",
+    "pub_adam",
+    "scale_weights",
+    "value_and_task_grads",
+    "weightings",
+]

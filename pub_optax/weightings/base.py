@@ -1,0 +1,73 @@
+"""The weighting protocol: a K×K Gram matrix (and optional task losses) in, K task weights out.
+
+Every balancing method in pub_optax is a :class:`Weighting`. The same weighting can
+be applied to per-task *gradients* (the classic methods: MGDA, Nash-MTL, ...) or to
+the inner optimizer's per-task *updates* (PUB) by :func:`pub_optax.balance`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class WeightingResult(NamedTuple):
+  """What one call of a weighting returns.
+
+  Attributes:
+    weights: ``(K,)`` task weights, finite.
+    state: the weighting's new state (warm start, PRNG key, loss history, ...).
+    residual: scalar diagnostic of the solve, ``0`` for closed-form methods. For
+      iterative solvers it is the relative residual of the method's defining
+      conditions, so a user can log it.
+  """
+
+  weights: Array
+  state: Any
+  residual: Array
+
+
+class Weighting(NamedTuple):
+  """A pure, jittable map from a Gram matrix to task weights.
+
+  Attributes:
+    init: ``init(num_tasks, dtype) -> state``.
+    weigh: ``weigh(gram, state, task_losses) -> WeightingResult``; ``gram`` is
+      ``(K, K)`` and ``task_losses`` is ``(K,)`` or ``None``.
+    name: short name used in registries and error messages.
+    needs_gram: False for loss-level methods, so the Gram matrix is not built.
+    needs_losses: True when ``task_losses`` must be passed to ``update``.
+  """
+
+  init: Callable[[int, Any], Any]
+  weigh: Callable[[Array, Any, Optional[Array]], WeightingResult]
+  name: str
+  needs_gram: bool = True
+  needs_losses: bool = False
+
+
+def stateless(name: str, fn: Callable[[Array], Array]) -> Weighting:
+  """Wraps ``fn(gram) -> weights`` (no state, closed form) as a :class:`Weighting`."""
+
+  def init(num_tasks, dtype):
+    del num_tasks, dtype
+    return ()
+
+  def weigh(gram, state, task_losses=None):
+    del task_losses
+    weights = fn(gram)
+    return WeightingResult(weights, state, jnp.zeros((), weights.dtype))
+
+  return Weighting(init=init, weigh=weigh, name=name)
+
+
+def check_gram(gram: Array) -> None:
+  """Raises a ValueError at trace time unless ``gram`` is a square matrix."""
+  if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+    raise ValueError(f"gram must be a square (K, K) matrix, got shape {gram.shape}")
+  if gram.shape[0] < 1:
+    raise ValueError("gram must describe at least one task (K >= 1), got K = 0")
