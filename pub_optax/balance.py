@@ -167,23 +167,24 @@ def weighted_sum(weights: Array, stacked: Array) -> Array:
   return jnp.tensordot(weights.astype(acc), stacked.astype(acc), axes=1, precision=_HIGHEST)
 
 
-def scale_weights(weights: Array, gram: Optional[Array], scaling: str, num_shared: int) -> Array:
+def scale_weights(weights: Array, scaling: str, num_shared: int) -> Array:
   """Applies a scaling rule to the raw weights.
 
   * ``"raw"``: unchanged.
   * ``"convex"``: ``α / Σα`` (identical task vectors then give back the inner step).
-  * ``"rms"``: the joint vector ``Σ α_k v_k`` rescaled to unit RMS per shared
-    coordinate, ``α · sqrt(P / αᵀMα)``; for Nash weights (αᵀMα = K) this is
-    ``α · sqrt(P/K)``. A zero joint vector leaves α unchanged.
+  * ``"rms"``: ``α · sqrt(P / K)`` with P the number of shared coordinates. Exact
+    Nash weights give a joint vector of norm √K, so this sets its RMS per shared
+    coordinate to 1 (an Adam-sized step) while keeping the Nash direction, and a
+    joint vector that shrinks because the tasks cancel (a Pareto-stationary
+    point, no Nash solution) keeps shrinking instead of being blown up. It is
+    meant for Nash weights; for weightings on the simplex use ``"convex"``.
   """
   if scaling == "raw":
     return weights
   if scaling == "convex":
     total = jnp.sum(weights)
     return jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), weights)
-  sq = weights @ gram.astype(weights.dtype) @ weights
-  ok = sq > 0
-  return jnp.where(ok, weights * jnp.sqrt(num_shared / jnp.where(ok, sq, 1.0)), weights)
+  return weights * jnp.sqrt(num_shared / weights.shape[0]).astype(weights.dtype)
 
 
 def balance(
@@ -295,11 +296,10 @@ def balance(
 
     # 2-4. Gram over shared leaves -> weights -> scaling, refreshed every N steps.
     def solve():
-      gram = gram_matrix(vectors, mask) if (weighting.needs_gram or scaling == "rms") else None
-      wgram = gram if gram is not None else jnp.zeros((k, k), state.weights.dtype)
-      res = weighting.weigh(wgram, state.weighting, task_losses)
+      gram = gram_matrix(vectors, mask) if weighting.needs_gram else jnp.zeros((k, k), state.weights.dtype)
+      res = weighting.weigh(gram, state.weighting, task_losses)
       raw = jnp.asarray(res.weights, state.weights.dtype)
-      return (scale_weights(raw, gram, scaling, num_shared), res.state,
+      return (scale_weights(raw, scaling, num_shared), res.state,
               jnp.asarray(res.residual, state.residual.dtype))
 
     if isinstance(refresh_every, int) and refresh_every == 1:

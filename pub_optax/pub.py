@@ -21,7 +21,7 @@ def pub(
     num_tasks: int,
     shared: SharedSpec = None,
     refresh_every: int = 1,
-    scaling: str = DEFAULT_SCALING,
+    scaling: Optional[str] = None,
     per_task_state: bool = False,
     weighting: Optional[Weighting] = None,
     weight_decay: chex.Numeric = 0.0,
@@ -51,6 +51,8 @@ def pub(
       weight_decay_mask: see :func:`pub_optax.balance`.
     weighting: defaults to :func:`pub_optax.weightings.nash`; any other
       weighting gives update-level balancing with that rule.
+    scaling: ``None`` picks ``"rms"`` for Nash weights and ``"convex"`` for any
+      other weighting (whose weights are not on Nash's √K scale).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with :class:`~pub_optax.BalanceState`
@@ -70,6 +72,8 @@ def pub(
     Yuan, Cai & Dong, "A Parameter Update Balancing Algorithm for Multi-task
     Ranking Models in Recommendation Systems", arXiv 2410.05806.
   """
+  if scaling is None:
+    scaling = DEFAULT_SCALING if weighting is None or weighting.name == "nash" else "convex"
   return balance(
       direction,
       nash() if weighting is None else weighting,
