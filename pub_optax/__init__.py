@@ -2,6 +2,7 @@
 
 from pub_optax import weightings
 from pub_optax.balance import BalanceState, balance, gram_matrix, scale_weights
+from pub_optax.finite import apply_if_finite
 from pub_optax.grads import value_and_task_grads
 from pub_optax.pub import pub, pub_adam
 from pub_optax.weightings.nash import NashResult, nash_weights
@@ -11,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BalanceState",
     "NashResult",
+    "apply_if_finite",
     "balance",
     "gram_matrix",
     "nash_weights",

@@ -230,9 +230,11 @@ def balance(
     the params' dtype) and a :class:`BalanceState`. Extra keyword arguments are
     passed on to ``inner``.
 
-  Non-finite gradients give non-finite updates and inner state, as in optax; wrap
-  the transformation in ``optax.apply_if_finite`` to skip such steps with the whole
-  state (weights included) left untouched.
+  Non-finite gradients give non-finite updates and inner state, as in optax. To
+  skip such steps with the whole state (weights included) left untouched, wrap
+  the transformation in :func:`pub_optax.apply_if_finite` — optax's own
+  ``apply_if_finite`` cannot wrap it, because it answers a rejected step with
+  zeros shaped like the stacked input instead of the params.
 
   Example:
     >>> import jax.numpy as jnp, optax, pub_optax

@@ -97,7 +97,12 @@ def pub_adam(
     weight_decay: chex.Numeric = 0.0,
     *,
     num_tasks: int,
-    **kwargs,
+    shared: SharedSpec = None,
+    refresh_every: int = 1,
+    scaling: Optional[str] = None,
+    per_task_state: bool = False,
+    weighting: Optional[Weighting] = None,
+    weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""PUB with Adam directions and decoupled weight decay applied once per step.
 
@@ -110,7 +115,9 @@ def pub_adam(
     b1, b2, eps: Adam's hyper-parameters.
     weight_decay: decoupled (AdamW-style) weight decay.
     num_tasks: K.
-    **kwargs: passed to :func:`pub` (``shared``, ``refresh_every``, ``scaling``, ...).
+    shared, refresh_every, scaling, per_task_state, weighting,
+      weight_decay_mask: see :func:`pub` (spelled out rather than ``**kwargs`` so
+      that ``optax.inject_hyperparams(pub_adam)`` can bind them).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -129,4 +136,6 @@ def pub_adam(
     [0.0, -0.0]
   """
   return pub(optax.scale_by_adam(b1, b2, eps), learning_rate, num_tasks=num_tasks,
-             weight_decay=weight_decay, **kwargs)
+             shared=shared, refresh_every=refresh_every, scaling=scaling,
+             per_task_state=per_task_state, weighting=weighting,
+             weight_decay=weight_decay, weight_decay_mask=weight_decay_mask)

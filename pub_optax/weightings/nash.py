@@ -42,8 +42,9 @@ class NashResult(NamedTuple):
     residual: ``‖Gα − 1/α‖ / ‖1/α‖`` over the non-zero tasks, measured on the given
       G (without the ridge). Around machine precision when a solution exists.
     iterations: number of Newton steps taken.
-    exact: True when α solves the Nash conditions for the given G: no zero task
-      and ``residual ≤ 8·sqrt(eps)``. False means the fallback rule above applied.
+    exact: True when α solves the Nash conditions for the given G: no zero task,
+      Newton converged, ``residual ≤ 8·sqrt(eps)`` and the ridge's share of every
+      condition is below that too. False means the fallback rule above applied.
   """
 
   weights: Array
@@ -152,7 +153,7 @@ def nash_weights(
     _, it, lam2 = carry
     return (it < max_iter) & (lam2 > tol)
 
-  a, iterations, _ = jax.lax.while_loop(
+  a, iterations, last_lam2 = jax.lax.while_loop(
       keep_going, step, (a0, jnp.zeros((), jnp.int32), jnp.array(jnp.inf, dtype))
   )
 
@@ -162,7 +163,11 @@ def nash_weights(
   n_active = jnp.sum(active)
   fill = jnp.where(n_active > 0, jnp.sum(jnp.where(active, a, 0.0)) / jnp.maximum(n_active, 1), 1.0)
   weights = jnp.where(active, a, fill)
-  exact = jnp.all(active) & (residual <= 8.0 * jnp.sqrt(eps))
+  # Exact: Newton converged, the conditions hold for G itself, and the ridge's share
+  # α_k·ridge·G_kk·α_k of each condition α_k (Gα)_k = 1 is negligible.
+  tol_exact = 8.0 * jnp.sqrt(eps)
+  ridge_share = ridge * jnp.max(jnp.where(active, sq_norms * a * a, 0.0))
+  exact = jnp.all(active) & (last_lam2 <= tol) & (residual <= tol_exact) & (ridge_share <= tol_exact)
   return NashResult(weights, residual, iterations, exact)
 
 
