@@ -1,0 +1,178 @@
+"""Small helpers shared by the benchmark scripts: timing, machine description, JSON, tables.
+
+Benchmarks compare figures measured *inside one run* (ratios), because the machines they
+run on are shared and noisy; every figure is a median over repeats.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from importlib import metadata
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+__all__ = ["time_fn", "machine_info", "write_json", "print_table", "format_table"]
+
+
+def _block(result):
+  """Waits for JAX results (no-op for anything else)."""
+  jax = sys.modules.get("jax")
+  if jax is not None:
+    jax.block_until_ready(result)
+  return result
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+  """Linear-interpolated percentile of an already sorted list, q in [0, 100]."""
+  if len(sorted_values) == 1:
+    return sorted_values[0]
+  pos = (len(sorted_values) - 1) * q / 100.0
+  lo, hi = math.floor(pos), math.ceil(pos)
+  return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def time_fn(fn: Callable[..., Any], *args, repeats: int = 20, warmup: int = 2, **kwargs) -> dict:
+  """Times ``fn(*args, **kwargs)``: ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+  JAX results are waited for (``jax.block_until_ready``) inside the timed region, so
+  asynchronous dispatch is not mistaken for speed. Compile before timing (warmup ≥ 1).
+
+  Returns:
+    ``dict(median_s, p10_s, p90_s, min_s, repeats)``.
+  """
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  for _ in range(warmup):
+    _block(fn(*args, **kwargs))
+  samples = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    _block(fn(*args, **kwargs))
+    samples.append(time.perf_counter() - start)
+  samples.sort()
+  return dict(
+      median_s=statistics.median(samples),
+      p10_s=_percentile(samples, 10.0),
+      p90_s=_percentile(samples, 90.0),
+      min_s=samples[0],
+      repeats=repeats,
+  )
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> Optional[str]:
+  try:
+    return metadata.version(package)
+  except metadata.PackageNotFoundError:
+    return None
+
+
+def machine_info(packages: Iterable[str] = ("jax", "jaxlib", "numpy")) -> dict:
+  """Where and when a benchmark ran: versions, JAX devices, platform, CPU model, date."""
+  info: dict = dict(
+      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      python=platform.python_version(),
+      platform=platform.platform(),
+      cpu_model=_cpu_model(),
+      cpu_count=os.cpu_count(),
+      versions={name: _version(name) for name in packages},
+  )
+  try:
+    import jax  # pylint: disable=import-outside-toplevel
+
+    info["jax_backend"] = jax.default_backend()
+    info["jax_devices"] = [str(d) for d in jax.devices()]
+    info["jax_device_kinds"] = sorted({d.device_kind for d in jax.devices()})
+  except Exception as err:  # noqa: BLE001 - describe the machine even without a backend
+    info["jax_devices"] = f"unavailable: {err!r}"
+  return info
+
+
+def _json_default(obj):
+  try:
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    if isinstance(obj, np.generic):
+      return obj.item()
+    if isinstance(obj, np.ndarray):
+      return obj.tolist()
+  except ImportError:  # pragma: no cover
+    pass
+  if hasattr(obj, "tolist"):  # JAX arrays
+    return obj.tolist()
+  raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as indented JSON atomically (temporary file, then ``os.replace``)."""
+  path = os.path.abspath(path)
+  directory = os.path.dirname(path)
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+  try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      json.dump(obj, f, indent=2, default=_json_default, allow_nan=True)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _cell(value, fmt: Optional[str]) -> str:
+  if value is None:
+    return "-"
+  if fmt:
+    try:
+      return format(value, fmt)
+    except (TypeError, ValueError):
+      pass
+  return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence) -> str:
+  """Formats rows (dicts) as an aligned text table.
+
+  Args:
+    rows: one mapping per row.
+    columns: keys, or ``(key, header)`` / ``(key, header, format_spec)`` tuples.
+  """
+  specs = []
+  for col in columns:
+    if isinstance(col, str):
+      specs.append((col, col, None))
+    else:
+      key, header, *rest = col
+      specs.append((key, header, rest[0] if rest else None))
+  table = [[header for _, header, _ in specs]]
+  table += [[_cell(row.get(key), fmt) for key, _, fmt in specs] for row in rows]
+  widths = [max(len(r[i]) for r in table) for i in range(len(specs))]
+  lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence) -> None:
+  """Prints :func:`format_table` to stdout."""
+  print(format_table(rows, columns), flush=True)
