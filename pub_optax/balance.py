@@ -12,6 +12,8 @@ params-shaped update. It balances either
 In both cases task-specific leaves receive the inner optimizer's ordinary update
 of the task-summed gradient, and the inner state advances once per step with the
 weighted gradient ``Σ α̂_k g_k`` on shared leaves and ``Σ_k g_k`` elsewhere.
+Loss-level weightings (``needs_gram=False``: uncertainty, FAMO, RLW) define the
+weighted loss ``Σ_k w_k L_k``, so their weights apply to every leaf.
 
 Step of ``level="update"`` (Yuan, Cai & Dong, arXiv 2410.05806):
 
@@ -27,7 +29,7 @@ Step of ``level="update"`` (Yuan, Cai & Dong, arXiv 2410.05806):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import chex
 import jax
@@ -311,9 +313,13 @@ def balance(
           state.count % refresh_every == 0, solve,
           lambda: (state.weights, state.weighting, state.residual))
 
-    # 5. Combine: weighted sum on shared leaves, plain task sum elsewhere.
+    # 5. Combine: weighted sum on shared leaves, plain task sum elsewhere. Loss-level
+    # weightings define the loss Σ w_k L_k, so their weights reach every leaf.
+    weigh_all = not weighting.needs_gram
+
     def combine(stacked):
-      return jax.tree.map(lambda x, m: weighted_sum(weights, x) if m else jnp.sum(x, axis=0), stacked, mask)
+      return jax.tree.map(lambda x, m: weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, axis=0),
+                          stacked, mask)
 
     if per_task_state:
       direction, inner_state = combine(vectors), task_states

@@ -8,7 +8,6 @@ import optax
 import pytest
 
 import pub_optax
-from pub_optax.weightings import nash
 
 K = 3
 

@@ -24,6 +24,7 @@ this rule, and reports it with ``exact = False``:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -97,6 +98,15 @@ def nash_weights(
     Ranking Models in Recommendation Systems", arXiv 2410.05806.
   """
   check_gram(gram)
+  if init is not None and jnp.shape(init) != (gram.shape[0],):
+    raise ValueError(f"init must have shape ({gram.shape[0]},) to match gram, got {jnp.shape(init)}")
+  # One compiled solver per (shape, dtype, budget): eager calls reuse it instead of
+  # retracing the while_loop every time; under an outer jit it is simply inlined.
+  return _solve(gram, init, max_iter=max_iter, ridge=ridge)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "ridge"))
+def _solve(gram, init, *, max_iter, ridge):
   dtype = _solve_dtype(gram)
   eps = jnp.finfo(dtype).eps
   ridge = 10.0 * eps if ridge is None else ridge
@@ -124,8 +134,6 @@ def nash_weights(
     a0 = cold
   else:
     v = jnp.asarray(init, dtype)
-    if v.shape != (k,):
-      raise ValueError(f"init must have shape ({k},) to match gram, got {v.shape}")
     usable = jnp.all(jnp.isfinite(v) & (v > 0))
     a0 = jnp.where(usable, rescale(jnp.where(usable, v, 1.0)), cold)
 

@@ -1,7 +1,6 @@
 """AliExpress loaders on small files written here in exactly the real formats."""
 
 import os
-import warnings
 
 import numpy as np
 import pytest

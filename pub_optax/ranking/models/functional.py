@@ -9,7 +9,6 @@ updated ``rest`` as auxiliary output. Train or eval mode is part of ``graphdef``
 
 from __future__ import annotations
 
-import jax
 from flax import nnx
 
 
@@ -31,19 +30,18 @@ def split(model: nnx.Module):
   return nnx.split(model, nnx.Param, ...)
 
 
-def apply(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, categorical: jax.Array,
-          numerical: jax.Array | None):
-  """Run a split model as a pure function.
+def apply(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, *inputs):
+  """Run a split model as a pure function: ``model(*inputs)``.
 
   Args:
     graphdef: from :func:`split`.
     params: the ``nnx.Param`` state (what gradients are taken with respect to).
     rest: the other state (BatchNorm statistics, dropout RNG counters).
-    categorical: ``(B, n_fields)`` integer ids.
-    numerical: ``(B, n_numerical)`` dense features.
+    *inputs: the model's inputs, e.g. ``(categorical, numerical)`` for the ranking
+      models: ``(B, n_fields)`` integer ids and ``(B, n_numerical)`` dense features.
 
   Returns:
-    ``(logits, new_rest)``: ``(B, n_tasks)`` logits and ``rest`` after the call (new batch
+    ``(logits, new_rest)``: the model's logits and ``rest`` after the call (new batch
     statistics and advanced RNG counters in train mode; unchanged in eval mode).
 
   Example:
@@ -61,6 +59,6 @@ def apply(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, categorica
   # copy=True: fresh Variables at the current trace level, so BatchNorm can update its
   # statistics under jax.vjp/grad, and the caller's ``rest`` is never mutated in place.
   model = nnx.merge(graphdef, params, rest, copy=True)
-  logits = model(categorical, numerical)
+  logits = model(*inputs)
   _, _, new_rest = nnx.split(model, nnx.Param, ...)
   return logits, new_rest

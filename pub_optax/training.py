@@ -1,0 +1,96 @@
+"""The generic multi-task train step: per-task losses -> per-task gradients -> transformation -> params.
+
+Model families (ranking, vision) only supply a function ``losses_fn(params, rest,
+batch) -> ((K,) task losses, new_rest)``; this module turns it into a jittable step
+that works with every pub_optax transformation and reports what a user logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pub_optax.balance import BalanceState
+from pub_optax.grads import value_and_task_grads
+
+
+class StepOutput(NamedTuple):
+  """What one train step returns.
+
+  Attributes:
+    params, rest, opt_state: the new model parameters, other model state
+      (BatchNorm statistics, RNG counters) and optimizer state.
+    losses: ``(K,)`` task losses of the batch (before the update).
+    weights: ``(K,)`` task weights the transformation applied (NaN for methods
+      without a :class:`~pub_optax.BalanceState`).
+    shared_update_rms: RMS of the applied update over the shared parameters.
+  """
+
+  params: Any
+  rest: Any
+  opt_state: Any
+  losses: jax.Array
+  weights: jax.Array
+  shared_update_rms: jax.Array
+
+
+def find_balance_state(opt_state) -> Optional[BalanceState]:
+  """The :class:`~pub_optax.BalanceState` inside a (possibly wrapped) optimizer state, if any."""
+  if isinstance(opt_state, BalanceState):
+    return opt_state
+  children = opt_state.values() if isinstance(opt_state, dict) else opt_state if isinstance(opt_state, (tuple, list)) else ()
+  for child in children:
+    found = find_balance_state(child)
+    if found is not None:
+      return found
+  return None
+
+
+def shared_update_rms(updates, mask) -> jax.Array:
+  """RMS of ``updates`` over the leaves where ``mask`` is True (0 when there are none)."""
+  shared = [u for u, m in zip(jax.tree.leaves(updates), jax.tree.leaves(mask)) if m]
+  if not shared:
+    return jnp.zeros((), jnp.float32)
+  total = sum(jnp.sum(jnp.square(u.astype(jnp.float32))) for u in shared)
+  return jnp.sqrt(total / sum(u.size for u in shared))
+
+
+def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Callable) -> Callable:
+  """A pure train step ``(params, rest, opt_state, batch) -> StepOutput`` for ``jax.jit``.
+
+  One forward pass and one vmapped VJP give the per-task gradients; the task
+  losses travel to the transformation as ``task_losses=`` (loss-level methods need them).
+
+  Args:
+    tx: a transformation taking stacked per-task gradients.
+    shared_mask: the model's shared-parameter mask (for the logged update RMS).
+    losses_fn: ``losses_fn(params, rest, batch) -> ((K,) losses, new_rest)``.
+
+  Returns:
+    The step function.
+
+  Example:
+    >>> import jax.numpy as jnp, pub_optax
+    >>> from pub_optax.training import make_train_step
+    >>> def losses_fn(p, rest, batch):
+    ...   return jnp.stack([jnp.sum((p - batch) ** 2), jnp.sum(p ** 2)]), rest
+    >>> tx = pub_optax.pub_adam(0.1, num_tasks=2)
+    >>> step = make_train_step(tx, True, losses_fn)
+    >>> out = step(jnp.ones(3), (), tx.init(jnp.ones(3)), jnp.zeros(3))
+    >>> out.losses.tolist()
+    [3.0, 3.0]
+  """
+
+  def step(params, rest, opt_state, batch) -> StepOutput:
+    (losses, new_rest), grads = value_and_task_grads(
+        lambda p, r: losses_fn(p, r, batch), has_aux=True)(params, rest)
+    updates, opt_state = tx.update(grads, opt_state, params, task_losses=losses)
+    params = optax.apply_updates(params, updates)
+    balance = find_balance_state(opt_state)
+    weights = balance.weights if balance is not None else jnp.full(losses.shape, jnp.nan)
+    return StepOutput(params, new_rest, opt_state, losses, weights, shared_update_rms(updates, shared_mask))
+
+  return step
