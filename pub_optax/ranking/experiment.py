@@ -124,12 +124,24 @@ class _Progress:
     sys.stderr.flush()
 
 
+# Compiled steps per configuration without the seed: seeds only change the initial
+# parameters, so every seed after the first reuses the compiled train and eval steps.
+_COMPILED: dict = {}
+
+
 def _make_trainer(config: RunConfig, data: RankingData) -> Trainer:
   model = build_model(config.model, data.cardinalities, data.numerical.shape[1], data.labels.shape[1],
                       rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_kwargs)
   tx = make_method(config.method, config.learning_rate, num_tasks=data.labels.shape[1],
                    shared=model.shared_mask(), weight_decay=config.weight_decay, **config.method_kwargs)
-  return Trainer(model, tx, calibration_weight=0.6 if config.model == "aitm" else 0.0)
+  trainer = Trainer(model, tx, calibration_weight=0.6 if config.model == "aitm" else 0.0)
+  key = json.dumps([dataclasses.asdict(dataclasses.replace(config, seed=0, epochs=0, patience=0, log_every=0)), data.cardinalities,
+                    data.numerical.shape[1], data.labels.shape[1]], sort_keys=True, default=str)
+  if key in _COMPILED:
+    trainer.tx, trainer.train_step, trainer.eval_step = _COMPILED[key]
+  else:
+    _COMPILED[key] = (trainer.tx, trainer.train_step, trainer.eval_step)
+  return trainer
 
 
 def run(config: RunConfig, splits: dict[str, RankingData], *, checkpoint: Optional[str] = None,
