@@ -45,7 +45,8 @@ def optimize(tx, starts=STARTS, num_steps: int = 35_000, *, record_every: int = 
 
   Args:
     tx: an optax transformation taking stacked per-task gradients ``(2, 2)``
-      (e.g. :func:`pub_optax.pub_adam`) and returning a ``(2,)`` update.
+      (e.g. :func:`pub_optax.pub_adam`) and returning a ``(2,)`` update; the task
+      losses are passed as ``task_losses=`` for loss-level methods.
     starts: ``(S, 2)`` starting points.
     num_steps: number of steps (the paper: 35,000 with Adam at lr 1e-3).
     record_every: if > 0, also return the iterate every this many steps.
@@ -64,8 +65,8 @@ def optimize(tx, starts=STARTS, num_steps: int = 35_000, *, record_every: int = 
   def run_one(x0):
     def step(carry, _):
       x, state = carry
-      _, g = task_grads(x)
-      updates, state = tx.update(g, state, x)
+      losses, g = task_grads(x)
+      updates, state = tx.update(g, state, x, task_losses=losses)
       return (x + updates, state), None
 
     def chunk(carry, _):
