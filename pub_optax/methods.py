@@ -14,7 +14,8 @@ of three kinds, all built on :func:`pub_optax.balance`:
   (``scaling="raw"``);
 * update level (``"pub"``, ``"pub_raw"``, ``"pub_convex"``, ``"pub_adatask"``,
   ``"pub_clippy"``, ``"adatask"``): weights on the inner optimizer's per-task
-  updates;
+  updates; ``"pub_fixed"`` is a control (weights stuck at 1, as the public PUB
+  code effectively runs);
 * ``"clippy_adam"``: Clippy-Adam on the summed gradient.
 
 Common hyper-parameters: ``b1``, ``b2``, ``eps`` (Adam), ``weight_decay``
@@ -145,6 +146,15 @@ def _build_pub_clippy(learning_rate, num_tasks, shared, *, b1=0.9, b2=0.999, eps
              weight_decay_mask=weight_decay_mask)
 
 
+def _build_pub_fixed(learning_rate, num_tasks, shared, *, b1=0.9, b2=0.999, eps=1e-8,
+                     weight_decay=0.0, weight_decay_mask=None):
+  # Control: the public PUB code's effective behaviour (its solver fails silently, so the
+  # weights stay 1): shared leaves move by -lr * sum_k d_k, the K Adam look-ahead updates.
+  return balance(optax.scale_by_adam(b1, b2, eps), ones(), learning_rate, num_tasks=num_tasks,
+                 level="update", shared=shared, scaling="raw", weight_decay=weight_decay,
+                 weight_decay_mask=weight_decay_mask)
+
+
 def _build_adatask(learning_rate, num_tasks, shared, *, b1=0.9, b2=0.999, eps=1e-8,
                    weight_decay=0.0, weight_decay_mask=None):
   return adatask(learning_rate, b1, b2, eps, weight_decay, num_tasks=num_tasks, shared=shared,
@@ -188,6 +198,8 @@ _register("pub_adatask", _pub_builder(None, per_task_state=True),
           "update")
 _register("pub_clippy", _build_pub_clippy, "PUB over per-task Clippy-Adam updates",
           f"{_PUB}; {_CLIPPY}", "update")
+_register("pub_fixed", _build_pub_fixed,
+          "control: PUB with the task weights stuck at 1, as the public code runs", _PUB, "update")
 _register("nash_mtl", _gram_method(lambda: nash()),
           "Nash-MTL: Nash bargaining weights α_k(Gα)_k = 1 on the task gradients", _NAV, "gradient")
 _register("mgda", _gram_method(lambda: mgda()), "MGDA: min-norm convex combination of the task gradients",

@@ -1,0 +1,302 @@
+"""Cost of one PUB training step on the paper's MMoE ranking model, as ratios inside one run.
+
+Model and data: MMoE (8 experts of widths (512, 256), towers (128, 64), BatchNorm, dropout
+0.2, the paper's settings) on generated AliExpress-schema rows (16 categorical fields with
+tables of 10 to 100 000 ids, 63 numerical features), batch 2048. For K > 2 tasks the labels
+are the two real ones repeated, each copy with 5 % of its labels flipped independently (the
+step's cost does not depend on label values). Sweep: K = 2, 4, 8 tasks at the paper's embedding
+width 128, and widths 16, 32, 64 at K = 2 (``--embed-dims``/``--tasks`` run any grid). ``--quick``:
+a small MMoE (4 fields, 2 experts of width 32, batch 256), width 8, K = 2, 4.
+
+Every method is one jitted step ``(params, rest, state, batch) -> (params, rest, state,
+losses)`` with params, model state and optimizer state donated, as in a training loop:
+
+* ``adam``  — ``jax.value_and_grad`` of the *summed* loss + ``optax.adam``: the fair
+  single-loss baseline (one backward pass, one Adam update).
+* ``pub``   — ``pub_adam(lr, num_tasks=K, shared=model.shared_mask())`` on
+  ``value_and_task_grads`` (one forward, K backward passes in one vmapped VJP).
+* ``floor`` — the unavoidable part of the PUB step: the same per-task VJP, the K look-ahead
+  Adam updates (one vmapped ``scale_by_adam().update``), the weighted sums on shared leaves
+  with *fixed* weights (carried in the state, so XLA cannot fold them), and the one committed
+  Adam update. No Gram matrix, no Nash solve.
+* ``nash``  — gradient-level Nash-MTL, ``balance(scale_by_adam(), weightings.nash(), lr,
+  num_tasks=K, level="gradient", shared=mask)``: K backward passes, one Adam update.
+
+Timing: each step is compiled ahead of time (``jit(...).lower(...).compile()``), run once
+untimed, then ``repeats`` rounds in which every method takes one step (``block_until_ready``),
+the order rotating from round to round. Reported: median seconds per step per method and the
+ratios (a) pub/adam, (b) pub/floor, (c) nash/adam, each the median of the per-round ratios
+(methods of one round ran seconds apart, so slow drift of a shared machine's load cancels).
+A configuration stops after 3 rounds once ``time_budget_s`` of timing is spent.
+
+Memory: ``compiled.memory_analysis()`` of each step: argument + output + temporary bytes minus
+the bytes of outputs aliased to donated arguments (a static estimate of the step's peak,
+available on every backend; reported as ``mem_*_mb``). On GPU the process's
+``peak_bytes_in_use`` after each method's first step is recorded too (``gpu_peak_mb``; it is
+cumulative over the process, so it bounds a method's own peak only from above).
+
+Goals (from the issue, on CPU): (b) <= 1.10 for every K and (a) <= 2.0 at K = 2, judged at the
+paper's embedding width 128.
+
+Usage (from the repository root, package installed):
+  python benchmarks/step.py [--quick] [--json PATH] [--embed-dims 16 128 --tasks 2 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+try:  # python -m benchmarks.step
+  from benchmarks import common
+except ImportError:  # python benchmarks/step.py
+  import common  # type: ignore[no-redef]
+
+import pub_optax
+from pub_optax.balance import resolve_shared, weighted_sum
+from pub_optax.ranking.data import generate_aliexpress
+from pub_optax.ranking.models import apply, build_model, split
+from pub_optax.ranking.train import task_losses
+
+METHODS = ("adam", "pub", "floor", "nash")
+FLOOR_GOAL = 1.10  # (b) pub / floor, every K
+ADAM_GOAL = 2.0  # (a) pub / adam at K = 2
+GOAL_EMBED_DIM = 128
+
+# (embed_dim, K) pairs: K = 2, 4, 8 at the paper's width 128, and the widths 16, 32, 64 at K = 2
+# (a full grid would double the run time; --embed-dims/--tasks run any grid).
+FULL = dict(configs=((128, 2), (128, 4), (128, 8), (64, 2), (32, 2), (16, 2)), batch_size=2048,
+            n_batches=4, n_categorical=16, n_experts=8, expert_dims=(512, 256), tower_dims=(128, 64),
+            max_cardinality=100_000, repeats=7, time_budget_s=60.0, lr=1e-3)
+QUICK = dict(configs=((8, 2), (8, 4)), batch_size=256, n_batches=2, n_categorical=4, n_experts=2,
+             expert_dims=(32,), tower_dims=(16,), max_cardinality=1000, repeats=5, time_budget_s=5.0,
+             lr=1e-3)
+
+
+class Method(NamedTuple):
+  init: Callable  # params -> optimizer state
+  step: Callable  # (params, rest, state, batch) -> (params, rest, state, losses)
+
+
+def make_batches(cfg: dict, num_tasks: int, seed: int = 0) -> tuple[list[dict], tuple, int]:
+  """``n_batches`` device-resident batches with ``num_tasks`` label columns."""
+  b, n = cfg["batch_size"], cfg["n_batches"]
+  data = generate_aliexpress(b * n, seed=seed, n_categorical=cfg["n_categorical"],
+                             max_cardinality=cfg["max_cardinality"])
+  rng = np.random.default_rng(seed)
+  columns = [data.labels[:, k % 2] for k in range(num_tasks)]
+  for k in range(2, num_tasks):  # repeated labels, 5 % flipped independently per copy
+    columns[k] = np.where(rng.random(len(data)) < 0.05, 1.0 - columns[k], columns[k])
+  labels = np.stack(columns, axis=1).astype(np.float32)
+  batches = [dict(categorical=data.categorical[i * b:(i + 1) * b], numerical=data.numerical[i * b:(i + 1) * b],
+                  labels=labels[i * b:(i + 1) * b]) for i in range(n)]
+  return jax.device_put(batches), data.cardinalities, data.numerical.shape[1]
+
+
+def make_model(cfg: dict, cardinalities, n_numerical: int, num_tasks: int, embed_dim: int, **kwargs):
+  return build_model("mmoe", cardinalities, n_numerical, num_tasks, rngs=nnx.Rngs(0), embed_dim=embed_dim,
+                     n_experts=cfg["n_experts"], expert_dims=cfg["expert_dims"], tower_dims=cfg["tower_dims"],
+                     **kwargs)
+
+
+def make_methods(graph, mask, num_tasks: int, lr: float) -> dict[str, Method]:
+  """The four steps compared, sharing one loss function."""
+
+  def losses_fn(params, rest, batch):
+    logits, new_rest = apply(graph, params, rest, batch["categorical"], batch["numerical"])
+    return task_losses(logits, batch["labels"]), new_rest
+
+  def task_grads(params, rest, batch):
+    return pub_optax.value_and_task_grads(losses_fn, has_aux=True)(params, rest, batch)
+
+  def tx_step(tx):
+    def step(params, rest, state, batch):
+      (losses, rest), grads = task_grads(params, rest, batch)
+      updates, state = tx.update(grads, state, params, task_losses=losses)
+      return optax.apply_updates(params, updates), rest, state, losses
+    return Method(tx.init, step)
+
+  adam = optax.adam(lr)
+
+  def adam_step(params, rest, state, batch):
+    def summed(p, r):
+      losses, new_rest = losses_fn(p, r, batch)
+      return jnp.sum(losses), (losses, new_rest)
+    (_, (losses, rest)), grads = jax.value_and_grad(summed, has_aux=True)(params, rest)
+    updates, state = adam.update(grads, state, params)
+    return optax.apply_updates(params, updates), rest, state, losses
+
+  inner = optax.scale_by_adam()
+
+  def floor_init(params):
+    return inner.init(params), jnp.ones((num_tasks,), jnp.float32)
+
+  def floor_step(params, rest, state, batch):
+    inner_state, weights = state
+    shared = resolve_shared(mask, params)
+    (losses, rest), grads = task_grads(params, rest, batch)
+    look_ahead = jax.vmap(lambda g: inner.update(g, inner_state, params)[0])(grads)
+    summed = jax.tree.map(lambda g, m: weighted_sum(weights, g) if m else jnp.sum(g, axis=0), grads, shared)
+    committed, inner_state = inner.update(summed, inner_state, params)
+    direction = jax.tree.map(lambda d, c, m: weighted_sum(weights, d) if m else c, look_ahead, committed, shared)
+    params = jax.tree.map(lambda p, d: p - lr * d.astype(p.dtype), params, direction)
+    return params, rest, (inner_state, weights), losses
+
+  return dict(
+      adam=Method(adam.init, adam_step),
+      pub=tx_step(pub_optax.pub_adam(lr, num_tasks=num_tasks, shared=mask)),
+      floor=Method(floor_init, floor_step),
+      nash=tx_step(pub_optax.balance(optax.scale_by_adam(), pub_optax.weightings.nash(), lr,
+                                     num_tasks=num_tasks, level="gradient", shared=mask)),
+  )
+
+
+def memory_mb(compiled) -> float:
+  """Static peak estimate of a compiled step: arguments + outputs + temporaries − aliased outputs."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return float("nan")
+  total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  return total / 2**20
+
+
+def gpu_peak_mb() -> float | None:
+  stats = jax.devices()[0].memory_stats() if jax.default_backend() == "gpu" else None
+  return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
+
+
+class Runner:
+  """One method's compiled step and its own copy of the training state (threaded through calls)."""
+
+  def __init__(self, method: Method, params, rest, batches):
+    params = jax.tree.map(jnp.copy, params)
+    state = method.init(params)
+    rest = jax.tree.map(jnp.copy, rest)
+    start = time.perf_counter()
+    self.compiled = jax.jit(method.step, donate_argnums=(0, 1, 2)).lower(params, rest, state, batches[0]).compile()
+    self.compile_s = time.perf_counter() - start
+    self.carry = (params, rest, state)
+    self.batches = batches
+    self.calls = 0
+
+  def __call__(self):
+    batch = self.batches[self.calls % len(self.batches)]
+    params, rest, state, losses = self.compiled(*self.carry, batch)
+    self.carry = (params, rest, state)
+    self.calls += 1
+    return losses
+
+
+def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
+  batches, cardinalities, n_numerical = make_batches(cfg, num_tasks)
+  model = make_model(cfg, cardinalities, n_numerical, num_tasks, embed_dim)
+  graph, params, rest = split(model)
+  mask = model.shared_mask()
+  shared = resolve_shared(mask, params)
+  sizes = [x.size for x in jax.tree.leaves(params)]
+  row = dict(embed_dim=embed_dim, num_tasks=num_tasks, params_m=sum(sizes) / 1e6,
+             shared_params_m=sum(s for s, m in zip(sizes, jax.tree.leaves(shared)) if m) / 1e6,
+             embedding_params_m=sum(cardinalities) * embed_dim / 1e6)
+  runners = {}
+  for name, method in make_methods(graph, mask, num_tasks, cfg["lr"]).items():
+    runners[name] = runner = Runner(method, params, rest, batches)
+    losses = jax.block_until_ready(runner())  # first, untimed step
+    if not bool(jnp.all(jnp.isfinite(losses))):
+      raise FloatingPointError(f"{name}: non-finite losses {losses}")
+    row[f"compile_{name}_s"] = runner.compile_s
+    row[f"mem_{name}_mb"] = memory_mb(runner.compiled)
+    row[f"gpu_peak_{name}_mb"] = gpu_peak_mb()
+  # Interleaved rounds, rotating order; stop early once the time budget is spent (>= 3 rounds).
+  samples = {name: [] for name in METHODS}
+  start = time.perf_counter()
+  for r in range(cfg["repeats"]):
+    if r >= 3 and time.perf_counter() - start > cfg["time_budget_s"]:
+      break
+    for name in METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]:
+      samples[name].append(common.time_fn(runners[name], repeats=1, warmup=0)["median_s"])
+  for name in METHODS:
+    row[f"{name}_s"] = statistics.median(samples[name])
+  row["rounds"] = len(samples["adam"])
+  ratio = lambda a, b: statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+  row.update(pub_over_adam=ratio("pub", "adam"), pub_over_floor=ratio("pub", "floor"),
+             nash_over_adam=ratio("nash", "adam"), floor_over_adam=ratio("floor", "adam"))
+  row["samples_s"] = samples
+  return row
+
+
+COLUMNS = [
+    ("embed_dim", "dim"), ("num_tasks", "K"), ("params_m", "params M", ".2f"),
+    ("adam_s", "adam s", ".3f"), ("pub_s", "pub s", ".3f"), ("floor_s", "floor s", ".3f"),
+    ("nash_s", "nash s", ".3f"),
+    ("pub_over_adam", "(a) pub/adam", ".2f"), ("pub_over_floor", "(b) pub/floor", ".3f"),
+    ("nash_over_adam", "(c) nash/adam", ".2f"),
+    ("mem_adam_mb", "mem adam MB", ".0f"), ("mem_pub_mb", "mem pub MB", ".0f"),
+    ("mem_floor_mb", "mem floor MB", ".0f"), ("mem_nash_mb", "mem nash MB", ".0f"),
+    ("rounds", "rounds"),
+]
+
+
+def summarize(rows: list[dict]) -> dict:
+  goal_rows = [r for r in rows if r["embed_dim"] == GOAL_EMBED_DIM] or rows
+  at_two = [r["pub_over_adam"] for r in goal_rows if r["num_tasks"] == 2]
+  return dict(
+      goal_embed_dim=goal_rows[0]["embed_dim"],
+      max_pub_over_floor=max(r["pub_over_floor"] for r in goal_rows),
+      floor_goal=FLOOR_GOAL,
+      floor_goal_met=all(r["pub_over_floor"] <= FLOOR_GOAL for r in goal_rows),
+      pub_over_adam_k2=at_two[0] if at_two else None,
+      adam_goal=ADAM_GOAL,
+      adam_goal_met=bool(at_two) and at_two[0] <= ADAM_GOAL,
+      max_pub_over_floor_all_dims=max(r["pub_over_floor"] for r in rows),
+  )
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="small model, K in {2, 4}, few rounds (< 2 min)")
+  parser.add_argument("--json", metavar="PATH", help="write every figure and the configuration here")
+  parser.add_argument("--embed-dims", type=int, nargs="+", help="run the grid of these widths x --tasks")
+  parser.add_argument("--tasks", type=int, nargs="+", help="run the grid of --embed-dims x these task counts")
+  args = parser.parse_args(argv)
+  cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
+  if args.embed_dims or args.tasks:
+    dims = args.embed_dims or sorted({d for d, _ in cfg["configs"]})
+    tasks = args.tasks or sorted({k for _, k in cfg["configs"]})
+    cfg["configs"] = tuple((d, k) for d in dims for k in tasks)
+
+  start = time.perf_counter()
+  rows = []
+  for embed_dim, num_tasks in cfg["configs"]:
+    t0 = time.perf_counter()
+    rows.append(bench_config(cfg, embed_dim, num_tasks))
+    print(f"dim={embed_dim} K={num_tasks}: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+  info = common.machine_info(packages=("jax", "jaxlib", "numpy", "optax", "flax"))
+  summary = summarize(rows)
+  wall = time.perf_counter() - start
+  print(f"\nPUB training step vs plain Adam, the floor and gradient-level Nash-MTL "
+        f"({info.get('jax_backend')}, {info['cpu_model']}, {info['cpu_count']} cores); "
+        f"MMoE {cfg['n_experts']}x{cfg['expert_dims']}, towers {cfg['tower_dims']}, batch {cfg['batch_size']}")
+  common.print_table(rows, COLUMNS)
+  print("memory: compiled memory_analysis, argument + output + temp - aliased (MB)")
+  print(f"\nat embed dim {summary['goal_embed_dim']}: (b) pub/floor <= {FLOOR_GOAL} for every K: "
+        f"{summary['floor_goal_met']} (max {summary['max_pub_over_floor']:.3f}); (a) pub/adam <= {ADAM_GOAL} "
+        f"at K=2: {summary['adam_goal_met']} ({summary['pub_over_adam_k2']})")
+  print(f"wall time {wall:.1f}s")
+  if args.json:
+    common.write_json(args.json, dict(benchmark="step", config=cfg, machine=info, summary=summary, rows=rows,
+                                      wall_s=wall))
+    print(f"wrote {args.json}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
