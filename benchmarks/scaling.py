@@ -3,15 +3,17 @@
 The step is the library's own jitted ``Trainer.train_step`` (``pub_adam`` on an MMoE); data
 parallelism comes from the inputs alone: a ``Mesh`` over the first n devices, the batch sharded
 ``NamedSharding(mesh, P("data"))``, params, model state and optimizer state replicated
-``NamedSharding(mesh, P())``. XLA partitions the jitted step and all-reduces the per-task
-gradients; the Gram matrix, the Nash solve and the update then run replicated on every device.
+``NamedSharding(mesh, P())``. XLA partitions the jitted step with one all-reduce of the stacked
+per-task gradients (K times the parameter count, so K times the traffic of a plain data-parallel
+Adam step); the look-ahead, the Gram matrix, the Nash solve and the update then run replicated.
 The global batch is fixed (strong scaling), so rows/s = batch / step time.
 
 Each device count keeps its own copy of the training state; the counts take one step each in
 turn (rotating order), every count seeing the same batches in the same order, so after the run
 their parameters must agree: ``max_rel_diff`` is the largest per-leaf ``‖a − b‖ / ‖a‖`` against
-one device. ``worst_leaf`` names that leaf; it is usually a bias that started at zero, so its value
-is nothing but Adam steps, which carry the rounding of the reordered gradient sums at full size.
+one device (``worst_leaf`` names the leaf). It is not zero: the gradient sums are reordered, and
+Adam divides each coordinate by its own RMS, so a coordinate whose gradient is mostly cancellation
+(a frequent id's embedding, a bias that started at zero) carries that rounding at full step size.
 The model uses LayerNorm and no dropout for that comparison (see tests/test_sharding.py for why
 BatchNorm is not a clean one).
 
