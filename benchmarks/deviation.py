@@ -182,11 +182,9 @@ def main(argv=None) -> int:
       args.methods = "nash_mtl,pub"
   from pub_optax.ranking.data import generate_splits
 
-  try:  # the same programs recompile on every run otherwise; the cache only saves time
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("PUB_OPTAX_JAX_CACHE", os.path.expanduser("~/.cache/pub_optax_jax")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  except Exception:  # noqa: BLE001
-    pass
+  # The same programs recompile on every run otherwise; the cache only saves time.
+  jax.config.update("jax_compilation_cache_dir", os.environ.get("PUB_OPTAX_JAX_CACHE", os.path.expanduser("~/.cache/pub_optax_jax")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
   t0 = time.time()
   splits = generate_splits(args.rows, 0, 0, seed=0, conflict=args.conflict,

@@ -47,12 +47,9 @@ CONTROL = "equal_Kx"  # equal weighting at K x the tuned equal learning rate
 
 def _enable_compile_cache(path: str) -> None:
   """Same method and rate on another seed compiles to the same program: cache it on disk."""
-  try:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  except Exception:  # noqa: BLE001 - the cache is an optimisation only
-    pass
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 # ----------------------------------------------------------------------------- run store
