@@ -20,8 +20,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram
-from pub_optax.weightings.qp import solve_dtype
+from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
 
 Array = jax.Array
 
@@ -51,8 +50,7 @@ def aligned_mtl_weights(gram: Array, pref: Optional[Array] = None) -> Array:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
-  g = jnp.asarray(gram, dtype)
-  g = 0.5 * (g + g.T)
+  g = symmetric_gram(gram)
   scale = jnp.max(jnp.abs(jnp.diagonal(g)))
   nonzero = scale > jnp.finfo(dtype).tiny
   gn = jnp.where(nonzero, g / jnp.where(nonzero, scale, 1.0), 0.0)

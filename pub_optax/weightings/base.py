@@ -65,6 +65,30 @@ def stateless(name: str, fn: Callable[[Array], Array]) -> Weighting:
   return Weighting(init=init, weigh=weigh, name=name)
 
 
+def solve_dtype(x: Array):
+  """The dtype the solvers compute in: the input's, but at least float32."""
+  return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
+
+
+def symmetric_gram(gram: Array) -> Array:
+  """``(G + Gᵀ)/2`` in the solve dtype: solvers see an exactly symmetric matrix."""
+  g = jnp.asarray(gram, solve_dtype(gram))
+  return 0.5 * (g + g.T)
+
+
+def unit_gram(gram: Array) -> tuple[Array, Array, Array]:
+  """The symmetric Gram divided by its largest diagonal entry, for scale-free solvers.
+
+  Returns:
+    ``(normalised, scale, nonzero)``; a zero (or all-negligible) Gram stays zero
+    and ``nonzero`` is False.
+  """
+  g = symmetric_gram(gram)
+  scale = jnp.max(jnp.diagonal(g))
+  nonzero = scale > jnp.finfo(g.dtype).tiny
+  return jnp.where(nonzero, g / jnp.where(nonzero, scale, 1.0), 0.0), scale, nonzero
+
+
 def check_gram(gram: Array) -> None:
   """Raises a ValueError at trace time unless ``gram`` is a square matrix."""
   if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:

@@ -33,9 +33,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram
+from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, unit_gram
 from pub_optax.weightings.mgda import mgda_weights
-from pub_optax.weightings.qp import solve_dtype
 
 Array = jax.Array
 
@@ -108,11 +107,7 @@ def cagrad_weights(
   dtype = solve_dtype(gram)
   k = gram.shape[0]
   eps = jnp.finfo(dtype).eps
-  g = jnp.asarray(gram, dtype)
-  g = 0.5 * (g + g.T)
-  scale = jnp.max(jnp.diagonal(g))
-  nonzero = scale > jnp.finfo(dtype).tiny
-  gn = jnp.where(nonzero, g / jnp.where(nonzero, scale, 1.0), 0.0)
+  gn, scale, nonzero = unit_gram(gram)
   b = jnp.sum(gn, axis=1) / k  # J g0
   g0sq = jnp.maximum(jnp.sum(b) / k, 0.0)  # ‖g0‖²
   r2 = c * c * g0sq

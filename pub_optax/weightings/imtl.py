@@ -26,8 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram
-from pub_optax.weightings.qp import solve_dtype
+from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, unit_gram
 
 Array = jax.Array
 
@@ -69,11 +68,7 @@ def imtl_g_weights(gram: Array) -> Array:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
-  g = jnp.asarray(gram, dtype)
-  g = 0.5 * (g + g.T)
-  scale = jnp.max(jnp.diagonal(g))
-  nonzero = scale > jnp.finfo(dtype).tiny
-  gn = jnp.where(nonzero, g / jnp.where(nonzero, scale, 1.0), 0.0)
+  gn, scale, nonzero = unit_gram(gram)
   n = jnp.sqrt(jnp.maximum(jnp.diagonal(gn), 0.0))
   top = jnp.concatenate([gn, -n[:, None]], axis=1)
   bottom = jnp.concatenate([jnp.ones((1, k), dtype), jnp.zeros((1, 1), dtype)], axis=1)

@@ -29,8 +29,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram
-from pub_optax.weightings.qp import nonneg_qp, solve_dtype
+from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, unit_gram
+from pub_optax.weightings.qp import nonneg_qp
 
 Array = jax.Array
 
@@ -89,11 +89,7 @@ def mgda_weights(gram: Array, *, max_iter: Optional[int] = None) -> MGDAResult:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
-  g = jnp.asarray(gram, dtype)
-  g = 0.5 * (g + g.T)
-  scale = jnp.max(jnp.diagonal(g))
-  nonzero = scale > jnp.finfo(dtype).tiny
-  gn = jnp.where(nonzero, g / jnp.where(nonzero, scale, 1.0), 0.0)
+  gn, scale, nonzero = unit_gram(gram)
   res = nonneg_qp(gn + 1.0, -jnp.ones((k,), dtype), max_iter=max_iter)
   total = jnp.sum(res.x)
   ok = nonzero & (total > 0) & jnp.all(jnp.isfinite(res.x))

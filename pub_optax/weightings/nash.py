@@ -30,7 +30,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram
+from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
 
 Array = jax.Array
 
@@ -52,10 +52,6 @@ class NashResult(NamedTuple):
   residual: Array
   iterations: Array
   exact: Array
-
-
-def _solve_dtype(gram: Array):
-  return jnp.promote_types(gram.dtype, jnp.float32)
 
 
 def nash_weights(
@@ -107,12 +103,11 @@ def nash_weights(
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "ridge"))
 def _solve(gram, init, *, max_iter, ridge):
-  dtype = _solve_dtype(gram)
+  dtype = solve_dtype(gram)
   eps = jnp.finfo(dtype).eps
   ridge = 10.0 * eps if ridge is None else ridge
   k = gram.shape[0]
-  g = jnp.asarray(gram, dtype)
-  g = 0.5 * (g + g.T)
+  g = symmetric_gram(gram)
 
   sq_norms = jnp.maximum(jnp.diagonal(g), 0.0)
   active = sq_norms > (eps**2) * jnp.max(sq_norms)

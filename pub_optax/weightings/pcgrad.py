@@ -21,8 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram
-from pub_optax.weightings.qp import solve_dtype
+from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
 
 Array = jax.Array
 
@@ -66,8 +65,7 @@ def pcgrad_weights(gram: Array, orders: Array) -> Array:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
-  g = jnp.asarray(gram, dtype)
-  g = 0.5 * (g + g.T)
+  g = symmetric_gram(gram)
   orders = jnp.asarray(orders, jnp.int32)
   if orders.shape != (k, k):
     raise ValueError(f"orders must have shape ({k}, {k}), got {orders.shape}")

@@ -28,6 +28,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from pub_optax.weightings.base import solve_dtype
+
 Array = jax.Array
 
 
@@ -46,11 +48,6 @@ class QPResult(NamedTuple):
   free: Array
   iterations: Array
   residual: Array
-
-
-def solve_dtype(x: Array):
-  """The dtype the solvers compute in: the input's, but at least float32."""
-  return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
 
 
 def _solve_on(q: Array, c: Array, free: Array) -> Array:

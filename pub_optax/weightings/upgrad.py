@@ -26,8 +26,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram
-from pub_optax.weightings.qp import nonneg_qp, solve_dtype
+from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
+from pub_optax.weightings.qp import nonneg_qp
 
 Array = jax.Array
 
@@ -66,8 +66,7 @@ def upgrad_weights(
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
-  g = jnp.asarray(gram, dtype)
-  g = 0.5 * (g + g.T)
+  g = symmetric_gram(gram)
   trace = jnp.sum(jnp.diagonal(g))
   nonzero = trace > jnp.finfo(dtype).tiny
   q = jnp.where(nonzero, g / jnp.where(nonzero, trace, 1.0), 0.0) + reg_eps * jnp.eye(k, dtype=dtype)
