@@ -20,7 +20,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
+from pub_optax.weightings.base import Weighting, check_gram, stateless, solve_dtype, symmetric_gram
 
 Array = jax.Array
 
@@ -84,13 +84,4 @@ def aligned_mtl(pref: Optional[Array] = None) -> Weighting:
     Senushkin et al., "Independent Component Alignment for Multi-Task Learning", CVPR 2023.
   """
 
-  def init(num_tasks, dtype):
-    del num_tasks, dtype
-    return ()
-
-  def weigh(gram, state, task_losses=None):
-    del task_losses
-    weights = aligned_mtl_weights(gram, pref)
-    return WeightingResult(weights, state, jnp.zeros((), weights.dtype))
-
-  return Weighting(init=init, weigh=weigh, name="aligned_mtl")
+  return stateless("aligned_mtl", lambda gram: aligned_mtl_weights(gram, pref))

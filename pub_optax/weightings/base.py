@@ -50,8 +50,12 @@ class Weighting(NamedTuple):
   needs_losses: bool = False
 
 
-def stateless(name: str, fn: Callable[[Array], Array]) -> Weighting:
-  """Wraps ``fn(gram) -> weights`` (no state, closed form) as a :class:`Weighting`."""
+def stateless(name: str, fn: Callable[[Array], Any]) -> Weighting:
+  """Wraps a stateless ``fn(gram)`` as a :class:`Weighting`.
+
+  ``fn`` returns the weights, or a plain ``(weights, residual)`` tuple when it has a
+  solver diagnostic to report (the residual is 0 otherwise).
+  """
 
   def init(num_tasks, dtype):
     del num_tasks, dtype
@@ -59,8 +63,9 @@ def stateless(name: str, fn: Callable[[Array], Array]) -> Weighting:
 
   def weigh(gram, state, task_losses=None):
     del task_losses
-    weights = fn(gram)
-    return WeightingResult(weights, state, jnp.zeros((), weights.dtype))
+    out = fn(gram)
+    weights, residual = out if type(out) is tuple else (out, jnp.zeros((), out.dtype))
+    return WeightingResult(weights, state, residual)
 
   return Weighting(init=init, weigh=weigh, name=name)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, unit_gram
+from pub_optax.weightings.base import Weighting, check_gram, solve_dtype, stateless, symmetric_gram, unit_gram
 
 Array = jax.Array
 
@@ -107,14 +107,8 @@ def imtl_g() -> Weighting:
     Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
   """
 
-  def init(num_tasks, dtype):
-    del num_tasks, dtype
-    return ()
-
-  def weigh(gram, state, task_losses=None):
-    del task_losses
+  def weights_and_residual(gram):
     weights = imtl_g_weights(gram)
-    g = jnp.asarray(gram, weights.dtype)
-    return WeightingResult(weights, state, imtl_g_residual(0.5 * (g + g.T), weights))
+    return weights, imtl_g_residual(symmetric_gram(gram).astype(weights.dtype), weights)
 
-  return Weighting(init=init, weigh=weigh, name="imtl_g")
+  return stateless("imtl_g", weights_and_residual)

@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, unit_gram
+from pub_optax.weightings.base import Weighting, check_gram, stateless, solve_dtype, unit_gram
 from pub_optax.weightings.qp import nonneg_qp
 
 Array = jax.Array
@@ -119,13 +119,8 @@ def mgda(max_iter: Optional[int] = None) -> Weighting:
     Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018.
   """
 
-  def init(num_tasks, dtype):
-    del num_tasks, dtype
-    return ()
-
-  def weigh(gram, state, task_losses=None):
-    del task_losses
+  def weights_and_residual(gram):
     res = mgda_weights(gram, max_iter=max_iter)
-    return WeightingResult(res.weights, state, res.residual)
+    return res.weights, res.residual
 
-  return Weighting(init=init, weigh=weigh, name="mgda")
+  return stateless("mgda", weights_and_residual)

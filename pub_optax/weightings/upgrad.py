@@ -26,7 +26,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
+from pub_optax.weightings.base import Weighting, check_gram, stateless, solve_dtype, symmetric_gram
 from pub_optax.weightings.qp import nonneg_qp
 
 Array = jax.Array
@@ -105,13 +105,4 @@ def upgrad(pref: Optional[Array] = None, *, reg_eps: float = 0.0,
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", arXiv 2406.16232.
   """
 
-  def init(num_tasks, dtype):
-    del num_tasks, dtype
-    return ()
-
-  def weigh(gram, state, task_losses=None):
-    del task_losses
-    weights, residual = upgrad_weights(gram, pref, reg_eps=reg_eps, max_iter=max_iter)
-    return WeightingResult(weights, state, residual)
-
-  return Weighting(init=init, weigh=weigh, name="upgrad")
+  return stateless("upgrad", lambda gram: tuple(upgrad_weights(gram, pref, reg_eps=reg_eps, max_iter=max_iter)))
