@@ -40,8 +40,8 @@ from common import machine_info, write_json  # noqa: E402
 import jax  # noqa: E402
 
 RANKING_METHODS = ("equal", "mgda", "nash_mtl", "imtl_g", "pcgrad", "cagrad", "uncertainty", "famo",
-                   "adatask", "clippy_adam", "pub", "pub_raw", "pub_convex", "pub_fixed")
-FASHION_METHODS = ("equal", "nash_mtl", "pub", "pub_convex")
+                   "adatask", "clippy_adam", "pub_rms", "pub_raw", "pub_convex", "pub_fixed")
+FASHION_METHODS = ("equal", "mgda", "nash_mtl", "imtl_g", "famo", "pub_rms", "pub_raw", "pub_convex", "pub_fixed")
 CONTROL = "equal_Kx"  # equal weighting at K x the tuned equal learning rate
 
 
@@ -115,7 +115,7 @@ def fashion_run(splits, method, lr, seed, args) -> dict:
   from pub_optax.methods import make_method
 
   model = vision.MultiLeNet(rngs=nnx.Rngs(seed))
-  tx = make_method(method, lr, num_tasks=2, shared=model.shared_mask())
+  tx = make_method(method, lr, num_tasks=2, shared=model.shared_mask(), inject_learning_rate=True)
   t0 = time.time()
   result = vision.fit(model, tx, splits, epochs=args.fashion_epochs, batch_size=256, seed=seed)
   names = splits["train"].task_names
@@ -264,20 +264,20 @@ def main(argv=None) -> int:
   p.add_argument("--models", default="mmoe,ple,shared_bottom")
   p.add_argument("--methods", default=",".join(RANKING_METHODS))
   p.add_argument("--seeds", type=int, default=5)
-  p.add_argument("--epochs", type=int, default=3)
+  p.add_argument("--epochs", type=int, default=2)
   p.add_argument("--patience", type=int, default=2)
   p.add_argument("--batch-size", type=int, default=512)
   p.add_argument("--preset", default="small")
   p.add_argument("--dropout", type=float, default=0.2)
   p.add_argument("--weight-decay", type=float, default=0.0)
-  p.add_argument("--lr-grid", default="1e-3,3e-3,1e-2")
+  p.add_argument("--lr-grid", default="3e-3,1e-2,3e-2,1e-1")
   p.add_argument("--no-controls", dest="controls", action="store_false")
   p.add_argument("--multi-fashion", action=argparse.BooleanOptionalAction, default=True)
   p.add_argument("--fashion-methods", default=",".join(FASHION_METHODS))
-  p.add_argument("--fashion-seeds", type=int, default=2)
+  p.add_argument("--fashion-seeds", type=int, default=5)
   p.add_argument("--fashion-epochs", type=int, default=2)
-  p.add_argument("--fashion-rows", type=int, default=10_000)
-  p.add_argument("--fashion-lr-grid", default=None, help="Multi-Fashion learning-rate grid (default: --lr-grid)")
+  p.add_argument("--fashion-rows", type=int, default=4_000)
+  p.add_argument("--fashion-lr-grid", default="3e-3,1e-2,3e-2", help="Multi-Fashion learning-rate grid (default: --lr-grid)")
   p.add_argument("--fashion-dir", default="/usr/share/datasets/fashion-mnist")
   p.add_argument("--runs", default=None, help="JSON-lines file of finished runs (resume); default beside --json")
   p.add_argument("--json", default=None, help="summary JSON")
@@ -289,11 +289,12 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   if args.quick:
     args.rows, args.epochs, args.seeds = 2_000, 1, 1
-    args.methods = "equal,pub" if args.methods == ",".join(RANKING_METHODS) else args.methods
+    args.methods = "equal,pub_rms" if args.methods == ",".join(RANKING_METHODS) else args.methods
     args.models = "mmoe" if args.models == "mmoe,ple,shared_bottom" else args.models
     args.conflicts = "0.5" if args.conflicts == "0.2,0.8" else args.conflicts
-    args.lr_grid = "1e-2" if args.lr_grid == "1e-3,3e-3,1e-2" else args.lr_grid
-    args.fashion_methods, args.fashion_seeds, args.fashion_epochs, args.fashion_rows = "equal,pub", 1, 1, 512
+    args.lr_grid = "1e-2" if args.lr_grid == "3e-3,1e-2,3e-2,1e-1" else args.lr_grid
+    args.fashion_methods, args.fashion_seeds, args.fashion_epochs, args.fashion_rows = "equal,pub_rms", 1, 1, 512
+    args.fashion_lr_grid = "1e-2" if args.fashion_lr_grid == "3e-3,1e-2,3e-2" else args.fashion_lr_grid
     args.controls = False
   args.lr_grid = [float(x) for x in args.lr_grid.split(",")]
   if args.runs is None:

@@ -12,8 +12,8 @@ of three kinds, all built on :func:`pub_optax.balance`:
   (or from the losses), the joint gradient ``Σ w_k g_k`` on shared leaves feeds
   Adam (``optax.scale_by_adam``), weights as the method defines them
   (``scaling="raw"``);
-* update level (``"pub"``, ``"pub_raw"``, ``"pub_convex"``, ``"pub_adatask"``,
-  ``"pub_clippy"``, ``"adatask"``): weights on the inner optimizer's per-task
+* update level (``"pub"`` (default scaling), ``"pub_rms"``, ``"pub_raw"``,
+  ``"pub_convex"``, ``"pub_adatask"``, ``"pub_clippy"``, ``"adatask"``): weights on the inner optimizer's per-task
   updates; ``"pub_fixed"`` is a control (weights stuck at 1, as the public PUB
   code effectively runs);
 * ``"clippy_adam"``: Clippy-Adam on the summed gradient.
@@ -187,7 +187,9 @@ def _register(name, builder, description, reference, level, needs_losses=False):
 
 _register("equal", _build_equal, "Adam on the mean of the task losses (equal weights 1/K)",
           "linear scalarisation baseline", "gradient")
-_register("pub", _pub_builder(None), "PUB: Nash bargaining over per-task Adam updates, unit-RMS scaling",
+_register("pub", _pub_builder(None), "PUB: Nash bargaining over per-task Adam updates, default scaling",
+          _PUB, "update")
+_register("pub_rms", _pub_builder("rms"), "PUB with the Nash direction rescaled to unit RMS per shared coordinate",
           _PUB, "update")
 _register("pub_raw", _pub_builder("raw"), "PUB with the raw Nash weights (the published scaling)",
           _PUB, "update")
@@ -264,6 +266,7 @@ def make_method(
     *,
     num_tasks: int,
     shared: SharedSpec = None,
+    inject_learning_rate: bool = False,
     **hyper: Any,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Builds a registered multi-task method as one optax transformation.
@@ -274,6 +277,10 @@ def make_method(
     num_tasks: K, the leading axis of the per-task gradients.
     shared: which leaves are shared and balanced (``None``: all); see
       :func:`pub_optax.balance`.
+    inject_learning_rate: hold the learning rate in the state
+      (``optax.inject_hyperparams``, read it or set it as
+      ``state.hyperparams["learning_rate"]``) instead of baking it into the
+      program: one compiled step then serves every rate of a sweep.
     **hyper: the method's hyper-parameters (``METHODS[name].hyper``), e.g.
       ``b1``, ``weight_decay``, ``c`` for CAGrad, ``seed`` for PCGrad/RLW.
 
@@ -303,4 +310,7 @@ def make_method(
     raise TypeError(
         f"method {name!r} does not accept hyper-parameter(s) {unknown}; "
         f"it accepts: {sorted(info.hyper)}")
+  if inject_learning_rate:
+    return optax.inject_hyperparams(lambda learning_rate: builder(learning_rate, num_tasks, shared, **hyper))(
+        learning_rate)
   return builder(learning_rate, num_tasks, shared, **hyper)

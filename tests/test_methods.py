@@ -9,7 +9,7 @@ from pub_optax import toy
 from pub_optax.grads import value_and_task_grads
 from pub_optax.methods import METHODS, make_method, method_names
 
-REQUIRED = ("equal", "pub", "pub_raw", "pub_convex", "pub_adatask", "pub_clippy", "nash_mtl", "mgda",
+REQUIRED = ("equal", "pub", "pub_rms", "pub_raw", "pub_convex", "pub_adatask", "pub_clippy", "nash_mtl", "mgda",
             "imtl_g", "upgrad", "pcgrad", "cagrad", "aligned_mtl", "rlw", "uncertainty", "famo",
             "adatask", "clippy_adam")
 
@@ -52,6 +52,54 @@ def test_every_method_runs_three_jitted_steps(name):
       assert leaf.dtype == PARAMS[key].dtype and leaf.shape == PARAMS[key].shape
       assert np.all(np.isfinite(np.asarray(leaf))), (name, key)
   assert np.any(np.asarray(updates["shared"]) != 0), name
+
+
+@pytest.mark.parametrize("name", ["pub", "famo", "clippy_adam", "nash_mtl"])
+def test_injected_learning_rate_gives_the_same_steps_and_one_program_for_every_rate(name):
+  grad_fn = value_and_task_grads(_task_losses)
+
+  def run(tx, steps=3):
+    @jax.jit
+    def step(params, state):
+      losses, grads = grad_fn(params)
+      extra = {"task_losses": losses} if METHODS[name].needs_losses else {}
+      updates, state = tx.update(grads, state, params, **extra)
+      return jax.tree.map(jnp.add, params, updates), state
+
+    params, state = PARAMS, tx.init(PARAMS)
+    for _ in range(steps):
+      params, state = step(params, state)
+    return params, state, step
+
+  for lr in (1e-2, 3e-1):
+    baked, _, _ = run(make_method(name, lr, num_tasks=2, shared=SHARED))
+    injected, state, _ = run(make_method(name, lr, num_tasks=2, shared=SHARED, inject_learning_rate=True))
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(lr)
+    for a, b in zip(jax.tree.leaves(baked), jax.tree.leaves(injected)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=1e-7)
+  # One compiled step, the rate changed in the state: the same result as a fresh method at that rate.
+  tx = make_method(name, 1e-2, num_tasks=2, shared=SHARED, inject_learning_rate=True)
+  _, _, step = run(tx, steps=1)
+  state = tx.init(PARAMS)
+  state.hyperparams["learning_rate"] = jnp.asarray(3e-1, jnp.float32)
+  params = PARAMS
+  for _ in range(3):
+    params, state = step(params, state)
+  assert step._cache_size() == 1
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(baked)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=1e-7)
+
+
+def test_pub_rms_is_the_default_scaling_named():
+  from pub_optax.pub import DEFAULT_SCALING
+
+  assert DEFAULT_SCALING in ("rms", "convex", "raw")
+  grads = jax.tree.map(lambda p: jnp.stack([p, -0.5 * p + 0.1]), PARAMS)
+  default, named = (make_method(n, 1e-2, num_tasks=2, shared=SHARED) for n in ("pub", f"pub_{DEFAULT_SCALING}"))
+  a, _ = default.update(grads, default.init(PARAMS), PARAMS)
+  b, _ = named.update(grads, named.init(PARAMS), PARAMS)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_unknown_name_and_unknown_hyper_parameters():

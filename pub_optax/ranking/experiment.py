@@ -124,8 +124,9 @@ class _Progress:
     sys.stderr.flush()
 
 
-# Compiled steps per configuration without the seed: seeds only change the initial
-# parameters, so every seed after the first reuses the compiled train and eval steps.
+# Compiled steps per configuration without the seed and the learning rate: seeds only change
+# the initial parameters and the rate lives in the optimizer state (inject_learning_rate), so
+# every seed and every rate of a sweep after the first reuses the compiled train and eval steps.
 _COMPILED: dict = {}
 
 
@@ -133,14 +134,17 @@ def _make_trainer(config: RunConfig, data: RankingData) -> Trainer:
   model = build_model(config.model, data.cardinalities, data.numerical.shape[1], data.labels.shape[1],
                       rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_kwargs)
   tx = make_method(config.method, config.learning_rate, num_tasks=data.labels.shape[1],
-                   shared=model.shared_mask(), weight_decay=config.weight_decay, **config.method_kwargs)
+                   shared=model.shared_mask(), weight_decay=config.weight_decay, inject_learning_rate=True,
+                   **config.method_kwargs)
   trainer = Trainer(model, tx, calibration_weight=0.6 if config.model == "aitm" else 0.0)
-  key = json.dumps([dataclasses.asdict(dataclasses.replace(config, seed=0, epochs=0, patience=0, log_every=0)), data.cardinalities,
-                    data.numerical.shape[1], data.labels.shape[1]], sort_keys=True, default=str)
+  general = dataclasses.replace(config, seed=0, learning_rate=0.0, epochs=0, patience=0, log_every=0)
+  key = json.dumps([dataclasses.asdict(general), data.cardinalities, data.numerical.shape[1], data.labels.shape[1]],
+                   sort_keys=True, default=str)
+  # trainer.tx stays this run's (its init holds this run's rate); the steps read the rate from the state.
   if key in _COMPILED:
-    trainer.tx, trainer.train_step, trainer.eval_step = _COMPILED[key]
+    trainer.train_step, trainer.eval_step = _COMPILED[key]
   else:
-    _COMPILED[key] = (trainer.tx, trainer.train_step, trainer.eval_step)
+    _COMPILED[key] = (trainer.train_step, trainer.eval_step)
   return trainer
 
 

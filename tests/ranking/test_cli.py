@@ -56,6 +56,23 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
   assert resumed["test"]["mean_auc"] == pytest.approx(straight["test"]["mean_auc"], abs=1e-6)
 
 
+def test_a_learning_rate_sweep_compiles_one_step_and_each_rate_acts():
+  from pub_optax.ranking import experiment
+
+  splits = generate_splits(1500, 400, 400, seed=1, conversion_rate=0.2)
+  config = lambda lr, seed=0: RunConfig(model="mmoe", method="pub", seed=seed, epochs=1, batch_size=256,
+                                        learning_rate=lr, model_kwargs=cli.model_kwargs("mmoe", "small", 0.0))
+  experiment._COMPILED.clear()
+  fresh = run(config(3e-2), splits, progress=False)  # compiled for this rate
+  experiment._COMPILED.clear()
+  sweep = [run(config(lr), splits, progress=False) for lr in (1e-3, 3e-2)]
+  sweep.append(run(config(3e-2, seed=1), splits, progress=False))
+  (train_step, _), = experiment._COMPILED.values()
+  assert train_step._cache_size() == 1  # one program for both rates and both seeds
+  assert sweep[1]["test"] == fresh["test"]  # the rate came from the state, not from the first run
+  assert sweep[0]["test"] != sweep[1]["test"]
+
+
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_every_model_trains_with_pub_and_equal(tmp_path, model):
   out = str(tmp_path / model)
