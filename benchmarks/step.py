@@ -62,7 +62,7 @@ except ImportError:  # python benchmarks/step.py
   import common  # type: ignore[no-redef]
 
 import pub_optax
-from pub_optax.balance import resolve_shared, weighted_sum
+from pub_optax.balance import leaf_gram, resolve_shared, weighted_sum
 from pub_optax.ranking.data import generate_aliexpress
 from pub_optax.ranking.models import apply, build_model, split
 from pub_optax.ranking.train import task_losses
@@ -230,7 +230,29 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
   row.update(pub_over_adam=ratio("pub", "adam"), pub_over_floor=ratio("pub", "floor"),
              nash_over_adam=ratio("nash", "adam"), floor_over_adam=ratio("floor", "adam"))
   row["samples_s"] = samples
+  row.update(gram_times(params, shared, num_tasks))
   return row
+
+
+def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
+  """The Gram matrix of K random task vectors over the shared leaves, by each reduction.
+
+  ``gram_matmul_s`` / ``gram_lanes_s``: median seconds of the jitted reduction
+  (``pub_optax.balance.leaf_gram``) summed over the shared leaves; the ``auto`` choice in
+  the PUB step above is ``gram_auto`` (lanes on CPU for leaves of >= 2^15 coordinates).
+  """
+  leaves = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(shared)) if m]
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  stacked = [jax.random.normal(k, (num_tasks, p.size), jnp.float32) for k, p in zip(keys, leaves)]
+  out = {}
+  for reduction in ("matmul", "lanes"):
+    fn = jax.jit(lambda xs, r=reduction: sum(leaf_gram(x, r if r == "matmul" or x.shape[1] >= 1 << 15
+                                                         else "matmul") for x in xs))
+    out[f"gram_{reduction}_s"] = common.time_fn(fn, stacked, repeats=repeats, warmup=1)["median_s"]
+  out["gram_auto"] = "lanes" if jax.default_backend() == "cpu" else "matmul"
+  out["gram_matmul_over_lanes"] = out["gram_matmul_s"] / out["gram_lanes_s"]
+  del stacked
+  return out
 
 
 COLUMNS = [
@@ -242,6 +264,7 @@ COLUMNS = [
     ("mem_adam_mb", "mem adam MB", ".0f"), ("mem_pub_mb", "mem pub MB", ".0f"),
     ("mem_floor_mb", "mem floor MB", ".0f"), ("mem_nash_mb", "mem nash MB", ".0f"),
     ("rounds", "rounds"),
+    ("gram_matmul_s", "gram matmul s", ".4f"), ("gram_lanes_s", "gram lanes s", ".4f"),
 ]
 
 

@@ -1,0 +1,47 @@
+"""The Gram reduction: both ways of computing one leaf's ``D Dᵀ`` agree with float64 numpy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pub_optax.balance import gram_matrix, leaf_gram
+
+
+@pytest.mark.parametrize("k,n", [(2, 1 << 15), (5, 3 * 1024 * 16), (3, 40_000), (4, 1000)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_lanes_and_matmul_agree_with_float64(k, n, dtype):
+  rng = np.random.default_rng(k * n)
+  x = rng.normal(size=(k, n)) * rng.uniform(0.1, 10, size=(k, 1))
+  x[1] = -0.7 * x[0] + 0.1 * x[1]  # a conflicting pair
+  flat = jnp.asarray(x, dtype)
+  exact = np.asarray(flat, np.float64) @ np.asarray(flat, np.float64).T
+  scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
+  for reduction in ("matmul", "lanes", "auto"):
+    if reduction == "lanes" and np.gcd(n, 1024) < 16:
+      continue
+    got = jax.jit(leaf_gram, static_argnums=1)(flat, reduction)
+    assert got.dtype == jnp.float32 and got.shape == (k, k)
+    np.testing.assert_allclose(np.asarray(got, np.float64) / scale, exact / scale, atol=2e-5)
+
+
+def test_float64_leaves_stay_float64_and_bad_reduction_is_named(x64):
+  flat = jnp.asarray(np.random.default_rng(0).normal(size=(3, 1 << 15)))
+  for reduction in ("matmul", "lanes"):
+    got = leaf_gram(flat, reduction)
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got), np.asarray(flat) @ np.asarray(flat).T, rtol=1e-12)
+  with pytest.raises(ValueError, match="reduction must be 'auto', 'matmul' or 'lanes', got 'dot'"):
+    leaf_gram(jnp.ones((2, 4)), "dot")
+
+
+def test_gram_matrix_sums_the_masked_leaves():
+  rng = np.random.default_rng(1)
+  tree = {"big": jnp.asarray(rng.normal(size=(2, 256, 256)), jnp.float32),
+          "small": jnp.asarray(rng.normal(size=(2, 7)), jnp.float32),
+          "head": jnp.asarray(rng.normal(size=(2, 9)), jnp.float32)}
+  mask = {"big": True, "small": True, "head": False}
+  flat = np.concatenate([np.asarray(tree["big"]).reshape(2, -1), np.asarray(tree["small"])], axis=1)
+  np.testing.assert_allclose(np.asarray(gram_matrix(tree, mask)), flat @ flat.T, rtol=2e-5)
+  with pytest.raises(ValueError, match="selects no leaf"):
+    gram_matrix(tree, {"big": False, "small": False, "head": False})
