@@ -97,3 +97,28 @@ def test_ranking_quick(tmp_path):
   result = _run_plain("ranking", tmp_path)
   text = json.dumps(result)
   assert "equal" in text and "pub" in text
+
+
+def test_ranking_runs_unchanged_on_aliexpress_csv_files(tmp_path):
+  """The study reads a user's AliExpress directory (train.csv, test.csv) with --data aliexpress:DIR."""
+  from pub_optax.ranking.data import generate_aliexpress, write_aliexpress_csv
+
+  data_dir = tmp_path / "AliExpress_NL"
+  data_dir.mkdir()
+  write_aliexpress_csv(generate_aliexpress(1500, seed=1, stream=0, conversion_rate=0.3), data_dir / "train.csv")
+  write_aliexpress_csv(generate_aliexpress(500, seed=1, stream=2, conversion_rate=0.3), data_dir / "test.csv")
+  out = tmp_path / "ranking.json"
+  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg")
+  env.pop("XLA_FLAGS", None)
+  args = [sys.executable, os.path.join("benchmarks", "ranking.py"), "--quick", "--no-multi-fashion",
+          "--data", f"aliexpress:{data_dir}", "--json", str(out)]
+  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+  result = json.loads(out.read_text())
+  setting = f"aliexpress:{data_dir}"
+  assert result["data"][setting]["test"] == 500
+  assert result["data"][setting]["train"] + result["data"][setting]["val"] == 1500
+  rows = {r["method"]: r for r in result["summary"]}
+  assert set(rows) == {"equal", "pub_rms"}
+  for row in rows.values():
+    assert row["setting"] == setting and 0.0 <= row["mean"] <= 1.0
