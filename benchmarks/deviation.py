@@ -42,7 +42,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-DEFAULT_METHODS = ("equal", "mgda", "nash_mtl", "pub")
+DEFAULT_METHODS = ("equal", "mgda", "nash_mtl", "pub_rms", "pub_convex")
 
 
 def _flat_shared(tree, mask, lead: bool) -> jax.Array:
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
   if args.quick:
     args.rows, args.epochs = 4_000, 1
     if args.methods == ",".join(DEFAULT_METHODS):
-      args.methods = "nash_mtl,pub"
+      args.methods = "nash_mtl,pub_rms"
   from pub_optax.ranking.data import generate_splits
 
   # The same programs recompile on every run otherwise; the cache only saves time.

@@ -3,8 +3,8 @@
 Two losses of ``x = (x1, x2)`` (``pub_optax.toy``), five starts, Adam-based methods at lr 1e-3
 for 35,000 steps, run jitted and vmapped over the starts in float64 and float32. Every name in
 ``pub_optax.method_names()`` is run with its registry defaults (FAMO with the toy settings of
-its official code, below), plus PUB under each scaling (``pub`` = unit RMS, ``pub_raw``,
-``pub_convex``) with its weights refreshed every step (the default) and every 10 steps
+its official code, below), plus PUB under each scaling (``pub_rms``, ``pub_raw``,
+``pub_convex``; ``pub`` is the default, convex) with its weights refreshed every step (the default) and every 10 steps
 (``@10``, as the public PUB code does).
 
 For each start the table shows the final ``(L1, L2)`` and a mark:
@@ -21,7 +21,7 @@ reaches the joint optimum from all five starts; Nash-MTL, CAGrad, IMTL-G and FAM
 start-dependent points of the Pareto front; Adam on the sum (``equal``) stalls from
 (−8.5, 7.5) and (9, 9).
 
-``--quick`` runs four methods (equal, pub, nash_mtl, famo) for 5,000 steps: a smoke test of
+``--quick`` runs four methods (equal, pub_rms, nash_mtl, famo) for 5,000 steps: a smoke test of
 the script, not the paper's setting (its numbers are not comparable to the paper's figure).
 
 Usage (from the repository root, package installed):
@@ -56,8 +56,8 @@ FRONT_GRID = 4001  # points per axis on [-10, 10]: spacing 0.005
 # are negative, down to about -20); the official FAMO toy (experiments/toy/trainer.py, run.sh)
 # uses min_losses = -21 for this unscaled loss and gamma = 0.
 TOY_HYPER = {"famo": dict(min_losses=-21.0, gamma=0.0)}
-PUB_SCALINGS = ("pub", "pub_raw", "pub_convex")
-QUICK_METHODS = ("equal", "pub", "nash_mtl", "famo")
+PUB_SCALINGS = ("pub_rms", "pub_raw", "pub_convex")
+QUICK_METHODS = ("equal", "pub_rms", "nash_mtl", "famo")
 PAPER_STOPPERS = ("nash_mtl", "cagrad", "imtl_g", "famo")  # stop at Pareto points in Fig. 2
 
 FULL = dict(num_steps=35_000, record_every=100, lr=1e-3, dtypes=("float64", "float32"), refresh=(1, 10))

@@ -255,7 +255,7 @@ def method_names() -> tuple[str, ...]:
   Example:
     >>> from pub_optax.methods import method_names
     >>> method_names()[:3]
-    ('equal', 'pub', 'pub_raw')
+    ('equal', 'pub', 'pub_rms')
   """
   return tuple(_REGISTRY)
 

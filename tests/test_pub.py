@@ -72,7 +72,7 @@ def test_raw_scaling_joint_step_has_norm_sqrt_k_times_lr():
 def test_rms_scaling_gives_unit_rms_per_shared_coordinate():
   params = {"w": jnp.zeros(50)}
   lr = 0.01
-  tx = pub_optax.pub_adam(lr, num_tasks=K)
+  tx = pub_optax.pub_adam(lr, num_tasks=K, scaling="rms")
   updates, state = tx.update({"w": jax.random.normal(jax.random.PRNGKey(0), (K, 50))}, tx.init(params), params)
   rms = float(jnp.sqrt(jnp.mean(updates["w"] ** 2)))
   assert rms == pytest.approx(lr, rel=1e-4)
@@ -84,7 +84,7 @@ def test_update_is_the_nash_weighted_sum_of_vmapped_adam_lookaheads():
   params = _params()
   lr = 0.05
   inner = optax.scale_by_adam()
-  tx = pub_optax.pub(inner, lr, num_tasks=K, shared=SHARED_MASK)
+  tx = pub_optax.pub(inner, lr, num_tasks=K, shared=SHARED_MASK, scaling="rms")
   state = tx.init(params)
   ref_state = inner.init(params)
   for seed in range(3):
@@ -228,7 +228,8 @@ def test_runs_inside_lax_scan_and_converges():
 
   w0 = jnp.array([3.0, -2.0, 0.5])
   (w, state), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=400))((w0, tx.init(w0)))
-  np.testing.assert_allclose(w, 0.0, atol=0.05)  # the symmetric Pareto point
+  # The Pareto set is the diagonal segment c·(1, 1, 1), |c| <= 1; PUB stops near its centre.
+  assert float(jnp.ptp(w)) < 0.01 and float(jnp.max(jnp.abs(w))) < 0.1, w
   assert bool(jnp.all(jnp.isfinite(state.weights)))
 
 
