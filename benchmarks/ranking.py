@@ -227,6 +227,48 @@ def summarise(records: list[dict], seeds: int, metric: str) -> list[dict]:
   return rows
 
 
+def pooled(rows: list[dict]) -> list[dict]:
+  """Each method over every (setting, model) of ``rows``: mean difference from equal weighting,
+  mean rank, settings above equal, and a paired t-test over all (setting, model, seed) pairs."""
+  from scipy import stats
+
+  groups = list(dict.fromkeys((r["setting"], r["model"]) for r in rows))
+  out = []
+  for method in dict.fromkeys(r["method"] for r in rows):
+    a, b, ranks, above = [], [], [], 0
+    for group in groups:
+      sub = sorted((r for r in rows if (r["setting"], r["model"]) == group), key=lambda r: -r["mean"])
+      mine = next((r for r in sub if r["method"] == method), None)
+      base = next((r for r in sub if r["method"] == "equal"), None)
+      if mine is None or base is None:
+        continue
+      ranks.append(1 + sub.index(mine))
+      n = min(len(mine["per_seed_mean"]), len(base["per_seed_mean"]))
+      a += mine["per_seed_mean"][:n]
+      b += base["per_seed_mean"][:n]
+      above += mine["mean"] > base["mean"]
+    if not ranks:
+      continue
+    diff = np.array(a) - np.array(b)
+    out.append({"method": method, "groups": len(ranks), "mean_rank": float(np.mean(ranks)),
+                "methods_per_group": max(len([r for r in rows if (r["setting"], r["model"]) == g]) for g in groups),
+                "mean_diff_vs_equal": float(diff.mean()), "groups_above_equal": int(above), "pairs": len(diff),
+                "p_ttest": float(stats.ttest_rel(a, b).pvalue) if np.any(diff != 0) and len(diff) > 1 else None,
+                "wins": f"{int(np.sum(diff > 0))}/{len(diff)}"})
+  return sorted(out, key=lambda r: -r["mean_diff_vs_equal"])
+
+
+def pooled_markdown(table: list[dict], what: str) -> str:
+  lines = [f"\n### Pooled over {what}\n",
+           "| method | mean Δ vs equal | p (t, paired over all seeds) | wins | settings above equal | mean rank |",
+           "|---|---|---|---|---|---|"]
+  for r in table:
+    p = "—" if r["p_ttest"] is None else f"{r['p_ttest']:.3f}"
+    lines.append(f"| {r['method']} | {r['mean_diff_vs_equal']:+.4f} | {p} | {r['wins']} | "
+                 f"{r['groups_above_equal']}/{r['groups']} | {r['mean_rank']:.1f} of {r['methods_per_group']} |")
+  return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
   lines = []
   for setting in dict.fromkeys(r["setting"] for r in rows):
@@ -347,7 +389,10 @@ def main(argv=None) -> int:
                      fargs, store, args.fashion_seeds)
   rows = [*summarise([r for r in records if r["setting"] != "multi-fashion"], args.seeds, "AUC"),
           *summarise([r for r in records if r["setting"] == "multi-fashion"], args.fashion_seeds, "accuracy")]
-  table = markdown(rows)
+  ranking_rows = [r for r in rows if r["setting"] != "multi-fashion"]
+  pooled_rows = pooled(ranking_rows) if len({(r["setting"], r["model"]) for r in ranking_rows}) > 1 else []
+  table = markdown(rows) + ("\n" + pooled_markdown(pooled_rows, "every ranking setting and model")
+                            if pooled_rows else "")
   print(table)
   print(f"total {time.time() - t0:.0f} s")
   report = {"command": " ".join(["python", "benchmarks/ranking.py"] + (sys.argv[1:] if argv is None else list(argv))),
@@ -356,11 +401,12 @@ def main(argv=None) -> int:
                          "seed 0; test metrics over seeds 0..S-1 at the tuned rate; paired t-test and sign test "
                          "against equal weighting on the per-seed test average; equal_Kx = equal weighting at "
                          "K x its tuned rate"),
-            "data": data_info, "seconds": time.time() - t0, "summary": rows, "runs": records}
+            "data": data_info, "seconds": time.time() - t0, "summary": rows, "pooled": pooled_rows,
+            "runs": records}
   if args.json:
     write_json(args.json, report)
     md = args.md or os.path.splitext(args.json)[0] + ".md"
-    header = (f"# Ranking benchmark (CPU subset)\n\nCommand: `{report['command']}`\n\n"
+    header = (f"# Ranking benchmark\n\nCommand: `{report['command']}`\n\n"
               f"Protocol: {report['protocol']}.\n\nData: {json.dumps(data_info)}\n\n"
               f"Seeds: {args.seeds} (Multi-Fashion {args.fashion_seeds}); epochs {args.epochs} "
               f"(Multi-Fashion {args.fashion_epochs}), patience {args.patience}, batch {args.batch_size}, "
