@@ -187,7 +187,7 @@ def _register(name, builder, description, reference, level, needs_losses=False):
 
 _register("equal", _build_equal, "Adam on the mean of the task losses (equal weights 1/K)",
           "linear scalarisation baseline", "gradient")
-_register("pub", _pub_builder(None), "PUB: Nash bargaining over per-task Adam updates, default scaling",
+_register("pub", _pub_builder(None), "PUB: Nash bargaining over per-task Adam updates, weights summing to 1 (default)",
           _PUB, "update")
 _register("pub_rms", _pub_builder("rms"), "PUB with the Nash direction rescaled to unit RMS per shared coordinate",
           _PUB, "update")
