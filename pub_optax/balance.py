@@ -142,10 +142,10 @@ def _check_task_axis(task_grads, num_tasks: int, params) -> None:
         )
 
 
-# XLA:CPU runs the skinny (K x n)(n x K) product of a large leaf far below memory speed
-# (~1 GB/s measured on a 28M-coordinate embedding gradient); cutting the long axis into
-# independent lanes and reducing elementwise products vectorises (6.9x faster there, see
-# benchmarks/step.py --gram). Other backends keep the matmul unless measured otherwise.
+# XLA:CPU runs the skinny (K x n)(n x K) product of a large leaf far below memory speed;
+# cutting the long axis into independent lanes and reducing elementwise products vectorises
+# (10x faster at K=2 on the 28M embedding coordinates of the paper-size MMoE: the gram columns
+# of benchmarks/step.py). On an H200 it was not faster at K=8, so other backends keep the matmul.
 _LANES = 1024
 _LANES_FROM = 1 << 15
 

@@ -13,8 +13,8 @@ of three kinds, all built on :func:`pub_optax.balance`:
   Adam (``optax.scale_by_adam``), weights as the method defines them
   (``scaling="raw"``);
 * update level (``"pub"`` (default scaling), ``"pub_rms"``, ``"pub_raw"``,
-  ``"pub_convex"``, ``"pub_adatask"``, ``"pub_clippy"``, ``"adatask"``): weights on the inner optimizer's per-task
-  updates; ``"pub_fixed"`` is a control (weights stuck at 1, as the public PUB
+  ``"pub_convex"``, ``"pub_adatask"``, ``"pub_clippy"``, ``"adatask"``): weights on
+  the inner optimizer's per-task updates; ``"pub_fixed"`` is a control (weights stuck at 1, as the public PUB
   code effectively runs);
 * ``"clippy_adam"``: Clippy-Adam on the summed gradient.
 
