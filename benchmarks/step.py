@@ -239,15 +239,14 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
 
   ``gram_matmul_s`` / ``gram_lanes_s``: median seconds of the jitted reduction
   (``pub_optax.balance.leaf_gram``) summed over the shared leaves; the ``auto`` choice in
-  the PUB step above is ``gram_auto`` (lanes on CPU for leaves of >= 2^15 coordinates).
+  the PUB step above is ``gram_auto`` (lanes on CPU; small leaves always take the matmul).
   """
   leaves = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(shared)) if m]
   keys = jax.random.split(jax.random.key(1), len(leaves))
   stacked = [jax.random.normal(k, (num_tasks, p.size), jnp.float32) for k, p in zip(keys, leaves)]
   out = {}
   for reduction in ("matmul", "lanes"):
-    fn = jax.jit(lambda xs, r=reduction: sum(leaf_gram(x, r if r == "matmul" or x.shape[1] >= 1 << 15
-                                                         else "matmul") for x in xs))
+    fn = jax.jit(lambda xs, r=reduction: sum(leaf_gram(x, r) for x in xs))
     out[f"gram_{reduction}_s"] = common.time_fn(fn, stacked, repeats=repeats, warmup=1)["median_s"]
   out["gram_auto"] = "lanes" if jax.default_backend() == "cpu" else "matmul"
   out["gram_matmul_over_lanes"] = out["gram_matmul_s"] / out["gram_lanes_s"]

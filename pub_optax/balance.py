@@ -154,20 +154,20 @@ def leaf_gram(flat: Array, reduction: str = "auto") -> Array:
   """``flat @ flat.T`` for one ``(K, n)`` leaf, accumulated in float32 or wider.
 
   ``reduction`` is ``"matmul"``, ``"lanes"`` (elementwise products summed over
-  lanes of the long axis) or ``"auto"``: lanes for leaves of at least 2^15
-  coordinates on CPU, the matmul otherwise. Both give the same matrix up to
-  rounding.
+  lanes of the long axis, for leaves of at least 2^15 coordinates that split
+  into 16 or more lanes; smaller leaves take the matmul) or ``"auto"``: lanes on
+  CPU, the matmul elsewhere. Both give the same matrix up to rounding.
   """
+  if reduction not in ("auto", "matmul", "lanes"):
+    raise ValueError(f"reduction must be 'auto', 'matmul' or 'lanes', got {reduction!r}")
+  if reduction == "auto":
+    reduction = "lanes" if jax.default_backend() == "cpu" else "matmul"
   acc = jnp.promote_types(flat.dtype, jnp.float32)
   k, n = flat.shape
   lanes = math.gcd(n, _LANES)
-  if reduction == "auto":
-    reduction = "lanes" if jax.default_backend() == "cpu" and n >= _LANES_FROM and lanes >= 16 else "matmul"
-  if reduction == "lanes":
+  if reduction == "lanes" and n >= _LANES_FROM and lanes >= 16:
     v = flat.astype(acc).reshape(k, n // lanes, lanes)
     return jnp.sum(jnp.sum(v[:, None] * v[None, :], axis=2), axis=-1)
-  if reduction != "matmul":
-    raise ValueError(f"reduction must be 'auto', 'matmul' or 'lanes', got {reduction!r}")
   return jnp.matmul(flat, flat.T, precision=_HIGHEST, preferred_element_type=acc).astype(acc)
 
 

@@ -90,7 +90,7 @@ def test_injected_learning_rate_gives_the_same_steps_and_one_program_for_every_r
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=1e-7)
 
 
-def test_pub_rms_is_the_default_scaling_named():
+def test_pub_is_its_default_scaling_by_name():
   from pub_optax.pub import DEFAULT_SCALING
 
   assert DEFAULT_SCALING in ("rms", "convex", "raw")
