@@ -124,7 +124,7 @@ def fashion_run(splits, method, lr, seed, args) -> dict:
       "test": {**{t: a for t, a in zip(names, result["test"]["accuracy"])},
                "mean": result["test"]["mean_accuracy"]},
       "best_epoch": result["best_epoch"] + 1, "epochs_run": len(result["history"]),
-      "shared_update_rms": float("nan"),
+      "shared_update_rms": float(np.median([e["shared_update_rms"] for e in result["history"]])),
       "mean_weights": result["history"][-1]["weights"],
       "seconds": time.time() - t0,
   }

@@ -224,18 +224,20 @@ def fit(model: nnx.Module, tx: optax.GradientTransformation,
   best = None  # (mean accuracy, epoch, params, rest, val metrics)
   for epoch in range(int(epochs)):
     start = time.perf_counter()
-    losses, weights = [], []
+    losses, weights, update_rms = [], [], []
     for batch in batches(splits["train"], batch_size, seed, epoch):
       out = trainer.train_step(params, rest, opt_state, batch)
       params, rest, opt_state = out.params, out.rest, out.opt_state
       losses.append(out.losses)
       weights.append(out.weights)
+      update_rms.append(out.shared_update_rms)
     losses = np.asarray(jnp.stack(losses))  # waits for the last step
     weights = np.asarray(jnp.stack(weights))
     train_seconds = time.perf_counter() - start
     val = trainer.evaluate(params, rest, splits["val"], eval_batch_size)
     record = {"epoch": epoch, "train_loss": [float(x) for x in losses.mean(axis=0)],
-              "weights": [float(x) for x in weights.mean(axis=0)], "val": val,
+              "weights": [float(x) for x in weights.mean(axis=0)],
+              "shared_update_rms": float(np.median(np.asarray(jnp.stack(update_rms)))), "val": val,
               "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
     history.append(record)
     if log is not None:

@@ -158,4 +158,6 @@ def test_pub_adam_learns_synthetic_multi_fashion():
   test_accuracy = result["test"]["accuracy"]
   assert min(test_accuracy) > 0.6, test_accuracy  # chance is 0.1
   assert all(np.isfinite(w) for r in records for w in r["weights"])
+  # Convex PUB keeps Adam's step size: the applied shared update's RMS is of the order of the rate.
+  assert all(0 < r["shared_update_rms"] <= 1e-3 * 1.01 for r in records), [r["shared_update_rms"] for r in records]
   assert elapsed < 40, elapsed
