@@ -8,6 +8,7 @@ from pub_optax.losses import FAMOState, UncertaintyState, famo, uncertainty
 from pub_optax.manipulation import adatask, clippy_adam, scale_by_clippy_adam
 from pub_optax.methods import METHODS, MethodInfo, make_method, method_names
 from pub_optax.pub import pub, pub_adam
+from pub_optax.sparse import Lookup, RowSparse, lookup_rows
 from pub_optax.weightings.nash import NashResult, nash_weights
 
 __version__ = "0.1.0"
@@ -15,9 +16,11 @@ __version__ = "0.1.0"
 __all__ = [
     "BalanceState",
     "FAMOState",
+    "Lookup",
     "METHODS",
     "MethodInfo",
     "NashResult",
+    "RowSparse",
     "UncertaintyState",
     "adatask",
     "apply_if_finite",
@@ -25,6 +28,7 @@ __all__ = [
     "clippy_adam",
     "famo",
     "gram_matrix",
+    "lookup_rows",
     "make_method",
     "method_names",
     "nash_weights",

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pub_optax.sparse import TableRows, is_row_sparse
 from pub_optax.weightings.base import Weighting
 
 Array = jax.Array
@@ -110,28 +111,36 @@ def resolve_shared(shared: SharedSpec, reference) -> Any:
 
 def _check_task_axis(task_grads, num_tasks: int, params) -> None:
   """Trace-time checks that every leaf carries the same leading task axis of size K."""
-  paths_leaves = jax.tree_util.tree_leaves_with_path(task_grads)
+  paths_leaves = jax.tree_util.tree_leaves_with_path(task_grads, is_leaf=is_row_sparse)
   if not paths_leaves:
     raise ValueError("task gradients are an empty pytree")
   for path, leaf in paths_leaves:
     where = jax.tree_util.keystr(path) or "<root>"
-    if jnp.ndim(leaf) == 0:
+    if is_row_sparse(leaf):
+      if leaf.rows.ndim != 1 or leaf.values.ndim < 2 or leaf.values.shape[1] != leaf.rows.shape[0]:
+        raise ValueError(
+            f"row-sparse task gradients at {where} need rows of shape (n,) and values of shape "
+            f"(K, n, ...); got rows {leaf.rows.shape} and values {leaf.values.shape}")
+      if not jnp.issubdtype(leaf.rows.dtype, jnp.integer):
+        raise ValueError(f"row-sparse task gradients at {where} have rows of dtype {leaf.rows.dtype}, not integers")
+    if len(leaf.shape) == 0:
       raise ValueError(
           f"task gradients at {where} are a scalar: every leaf needs a leading task "
           f"axis of size K = {num_tasks}, shape (K, *param_shape)"
       )
     if leaf.shape[0] != num_tasks:
-      sizes = sorted({l.shape[0] for _, l in paths_leaves if jnp.ndim(l) > 0})
+      sizes = sorted({l.shape[0] for _, l in paths_leaves if len(l.shape) > 0})
       raise ValueError(
           f"task gradients at {where} have leading axis {leaf.shape[0]}, but the "
           f"state was initialised for K = {num_tasks} tasks (leading axes seen: {sizes}); "
           "pass gradients stacked as (K, *param_shape), e.g. from value_and_task_grads"
       )
   if params is not None:
-    if jax.tree.structure(params) != jax.tree.structure(task_grads):
+    structure = jax.tree.structure(task_grads, is_leaf=is_row_sparse)
+    if jax.tree.structure(params) != structure:
       raise ValueError(
           "task gradients and params have different tree structures:\n"
-          f"  params: {jax.tree.structure(params)}\n  grads:  {jax.tree.structure(task_grads)}"
+          f"  params: {jax.tree.structure(params)}\n  grads:  {structure}"
       )
     for (path, g), p in zip(paths_leaves, jax.tree.leaves(params)):
       if tuple(g.shape) != (num_tasks,) + tuple(jnp.shape(p)):
@@ -303,28 +312,49 @@ def balance(
     k = state.weights.shape[0]
     _check_task_axis(task_grads, k, params)
     reference = params if params is not None else jax.tree.map(
-        lambda g: jax.ShapeDtypeStruct(g.shape[1:], g.dtype), task_grads)
+        lambda g: jax.ShapeDtypeStruct(g.shape[1:], g.dtype), task_grads, is_leaf=is_row_sparse)
     mask = resolve_shared(shared, reference)
     if weighting.needs_losses:
       if task_losses is None:
         raise ValueError(f"the {weighting.name!r} weighting needs the task losses: call update(..., task_losses=losses)")
     if task_losses is not None and jnp.shape(task_losses) != (k,):
       raise ValueError(f"task_losses must have shape (K,) = ({k},), got {jnp.shape(task_losses)}")
-    num_shared = sum(math.prod(g.shape[1:]) for g, m in zip(jax.tree.leaves(task_grads), jax.tree.leaves(mask)) if m)
+    num_shared = sum(math.prod(jnp.shape(r)) for r, m in zip(jax.tree.leaves(reference), jax.tree.leaves(mask)) if m)
+
+    # Row-sparse table gradients (pub_optax.sparse): the step below runs on the batch rows
+    # only; the rows outside move by one zero-gradient inner step, the same for every task.
+    tables = TableRows.of(task_grads)
+    if tables is None:
+      grads, inner_state, inner_params = task_grads, state.inner, params
+    else:
+      if per_task_state:
+        raise ValueError("per_task_state=True does not take row-sparse task gradients (it keeps K dense "
+                         "inner states); pass dense gradients")
+      grads = tables.compact_grads
+      inner_params = None if params is None else tables.gather(params)
+      inner_state = tables.gather_state(inner, state.inner)
+      base_direction, base_state = tables.zero_gradient_step(inner, state.inner, params, **extra)
 
     # 1. The vectors to balance: gradients, or the inner optimizer's per-task updates.
     task_states = None
     if level == "update":
       state_axis = 0 if per_task_state else None
       vectors, task_states = jax.vmap(
-          lambda g, s: inner.update(g, s, params, **extra), in_axes=(0, state_axis)
-      )(task_grads, state.inner)
+          lambda g, s: inner.update(g, s, inner_params, **extra), in_axes=(0, state_axis)
+      )(grads, inner_state)
     else:
-      vectors = task_grads
+      vectors = grads
+    if tables is not None:
+      vectors = tables.zero_padding(vectors)
 
     # 2-4. Gram over shared leaves -> weights -> scaling, refreshed every N steps.
     def solve():
-      gram = gram_matrix(vectors, mask) if weighting.needs_gram else jnp.zeros((k, k), state.weights.dtype)
+      if weighting.needs_gram:
+        gram = gram_matrix(vectors, mask)
+        if tables is not None and level == "update":  # rows outside the batch: d_k = base for all k
+          gram = gram + tables.untouched_sq_norm(base_direction, mask).astype(gram.dtype)
+      else:
+        gram = jnp.zeros((k, k), state.weights.dtype)
       res = weighting.weigh(gram, state.weighting, task_losses)
       raw = jnp.asarray(res.weights, state.weights.dtype)
       return (scale_weights(raw, scaling, num_shared), res.state,
@@ -348,11 +378,17 @@ def balance(
     if per_task_state:
       direction, inner_state = combine(vectors), task_states
     else:
-      committed, inner_state = inner.update(combine(task_grads), state.inner, params, **extra)
+      committed, inner_state = inner.update(combine(grads), inner_state, inner_params, **extra)
       if level == "update":
         direction = jax.tree.map(lambda v, c, m: weighted_sum(weights, v) if m else c, vectors, committed, mask)
       else:
         direction = committed
+    if tables is not None:
+      # Outside the batch rows a balanced leaf moves by Σ_k α̂_k · base, a committed one by base.
+      total = jnp.sum(weights)
+      scale = jax.tree.map(lambda m: total if (m and level == "update") else 1.0, mask)
+      direction = tables.expand(direction, base_direction, scale)
+      inner_state = tables.merge_state(inner, base_state, inner_state)
 
     if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
       if params is None:

@@ -56,6 +56,10 @@ class MethodInfo(NamedTuple):
     level: ``"gradient"``, ``"update"`` or ``"loss"`` (weights from the losses,
       applied to the gradients).
     hyper: the method's own hyper-parameters with their defaults.
+    row_sparse: whether the method takes :class:`~pub_optax.RowSparse` table
+      gradients and gives the dense result (its inner optimizer is coordinate-wise
+      and keeps one state). False for the AdaTask methods (K inner states, refused)
+      and the Clippy methods (per-tensor clipping: not exact on table rows).
   """
 
   description: str
@@ -63,6 +67,7 @@ class MethodInfo(NamedTuple):
   needs_losses: bool
   level: str
   hyper: dict
+  row_sparse: bool = True
 
 
 # ----------------------------------------------------------------------------- builders
@@ -176,13 +181,13 @@ _ADATASK = "Yang et al., AdaTask: A Task-Aware Adaptive Learning Rate Approach t
 _REGISTRY: dict[str, tuple[MethodInfo, Callable[..., Any]]] = {}
 
 
-def _register(name, builder, description, reference, level, needs_losses=False):
+def _register(name, builder, description, reference, level, needs_losses=False, row_sparse=True):
   hyper = {}
   for fn in (builder, getattr(builder, "factory", None)):
     if fn is not None:
       params = inspect.signature(fn).parameters
       hyper.update({n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY})
-  _REGISTRY[name] = (MethodInfo(description, reference, needs_losses, level, hyper), builder)
+  _REGISTRY[name] = (MethodInfo(description, reference, needs_losses, level, hyper, row_sparse), builder)
 
 
 _register("equal", _build_equal, "Adam on the mean of the task losses (equal weights 1/K)",
@@ -197,9 +202,9 @@ _register("pub_convex", _pub_builder("convex"), "PUB with Nash weights normalise
           _PUB, "update")
 _register("pub_adatask", _pub_builder(None, per_task_state=True),
           "PUB over AdaTask's per-task Adam updates (one Adam state per task)", f"{_PUB}; {_ADATASK}",
-          "update")
+          "update", row_sparse=False)
 _register("pub_clippy", _build_pub_clippy, "PUB over per-task Clippy-Adam updates",
-          f"{_PUB}; {_CLIPPY}", "update")
+          f"{_PUB}; {_CLIPPY}", "update", row_sparse=False)
 _register("pub_fixed", _build_pub_fixed,
           "control: PUB with the task weights stuck at 1, as the public code runs", _PUB, "update")
 _register("nash_mtl", _gram_method(lambda: nash()),
@@ -240,10 +245,10 @@ _register("famo", _build_famo, "FAMO: loss weights from logits adapted to the lo
           "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023", "loss",
           needs_losses=True)
 _register("adatask", _build_adatask, "AdaTask: separate Adam moments per task on shared parameters, summed",
-          _ADATASK, "update")
+          _ADATASK, "update", row_sparse=False)
 _register("clippy_adam", _build_clippy_adam,
           "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs",
-          _CLIPPY, "gradient")
+          _CLIPPY, "gradient", row_sparse=False)
 
 METHODS: dict[str, MethodInfo] = {name: info for name, (info, _) in _REGISTRY.items()}
 """Ordered mapping: method name -> :class:`MethodInfo` (description, reference, needs_losses, level, hyper)."""

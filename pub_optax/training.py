@@ -58,7 +58,8 @@ def shared_update_rms(updates, mask) -> jax.Array:
   return jnp.sqrt(total / sum(u.size for u in shared))
 
 
-def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Callable) -> Callable:
+def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Callable,
+                    lookups: Optional[Callable] = None) -> Callable:
   """A pure train step ``(params, rest, opt_state, batch) -> StepOutput`` for ``jax.jit``.
 
   One forward pass and one vmapped VJP give the per-task gradients; the task
@@ -68,6 +69,11 @@ def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Ca
     tx: a transformation taking stacked per-task gradients.
     shared_mask: the model's shared-parameter mask (for the logged update RMS).
     losses_fn: ``losses_fn(params, rest, batch) -> ((K,) losses, new_rest)``.
+    lookups: optional ``lookups(params, batch) -> (compact_params, compact_batch,
+      to_task_grads)`` (e.g. :meth:`MultiTaskModel.embedding_lookups
+      <pub_optax.ranking.models.base.MultiTaskModel.embedding_lookups>`): the loss runs
+      on the looked-up table rows only and ``to_task_grads`` turns their gradients into
+      :class:`~pub_optax.RowSparse` leaves, so no dense per-task table gradient exists.
 
   Returns:
     The step function.
@@ -85,8 +91,11 @@ def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Ca
   """
 
   def step(params, rest, opt_state, batch) -> StepOutput:
+    diff_params, diff_batch, to_task_grads = (params, batch, None) if lookups is None else lookups(params, batch)
     (losses, new_rest), grads = value_and_task_grads(
-        lambda p, r: losses_fn(p, r, batch), has_aux=True)(params, rest)
+        lambda p, r: losses_fn(p, r, diff_batch), has_aux=True)(diff_params, rest)
+    if to_task_grads is not None:
+      grads = to_task_grads(grads)
     updates, opt_state = tx.update(grads, opt_state, params, task_losses=losses)
     params = optax.apply_updates(params, updates)
     balance = find_balance_state(opt_state)

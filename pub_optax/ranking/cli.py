@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="one rate, or per method: pub=1e-3,equal=2e-3,default=1e-3 (the default 3e-2 suits short runs "
                       "on generated data; the paper used 1e-3 for up to 50 epochs)")
   t.add_argument("--weight-decay", type=float, default=0.0)
+  t.add_argument("--sparse-embeddings", action="store_true",
+                 help="per-task gradients of the embedding tables at the batch's rows only (same results, "
+                      "less memory and time; not for the AdaTask and Clippy methods)")
   t.add_argument("--out", default="runs/latest", help="folder for results.json, curves.png and checkpoints")
   t.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
   t.add_argument("--no-progress", action="store_true")
@@ -212,6 +215,10 @@ def train_command(args) -> int:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(method_names())}")
+  dense_only = [m for m in methods if not METHODS[m].row_sparse]
+  if args.sparse_embeddings and dense_only:
+    raise ValueError(f"--sparse-embeddings: method(s) {dense_only} need dense table gradients (AdaTask keeps K "
+                     "states, Clippy clips per tensor); run them without the flag")
   rates = parse_rates(args.lr, methods)
   if os.path.exists(os.path.join(args.out, "results.json")) and not args.resume:
     print(f"note: {args.out} holds an earlier run; it is overwritten (use --resume to continue it)", file=sys.stderr)
@@ -228,7 +235,8 @@ def train_command(args) -> int:
       config = RunConfig(model=args.model, method=method, seed=seed, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=rates[method],
                          weight_decay=args.weight_decay, patience=args.patience,
-                         model_kwargs=model_kwargs(args.model, args.preset, args.dropout))
+                         model_kwargs=model_kwargs(args.model, args.preset, args.dropout),
+                         sparse_embeddings=args.sparse_embeddings)
       checkpoint = os.path.join(args.out, "checkpoints", f"{method}_seed{seed}.ckpt")
       if not args.resume and os.path.exists(checkpoint):
         os.remove(checkpoint)

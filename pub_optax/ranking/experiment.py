@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from pub_optax.methods import make_method
+from pub_optax.methods import METHODS, make_method
 from pub_optax.ranking.data.types import RankingData
 from pub_optax.ranking.models import build_model
 from pub_optax.ranking.train import Trainer, train_batches
@@ -36,6 +36,8 @@ class RunConfig:
     model_kwargs: extra model arguments (``embed_dim``, ``dropout``, ...).
     method_kwargs: extra method hyper-parameters.
     log_every: record losses and task weights every this many steps.
+    sparse_embeddings: row-sparse embedding gradients (:class:`~pub_optax.ranking.train.Trainer`);
+      only for methods with ``METHODS[method].row_sparse``.
   """
 
   model: str = "mmoe"
@@ -49,6 +51,7 @@ class RunConfig:
   model_kwargs: dict = dataclasses.field(default_factory=dict)
   method_kwargs: dict = dataclasses.field(default_factory=dict)
   log_every: int = 10
+  sparse_embeddings: bool = False
 
 
 def atomic_write_bytes(path: str, blob: bytes) -> None:
@@ -131,12 +134,16 @@ _COMPILED: dict = {}
 
 
 def _make_trainer(config: RunConfig, data: RankingData) -> Trainer:
+  if config.sparse_embeddings and not METHODS[config.method].row_sparse:
+    raise ValueError(f"method {config.method!r} does not take row-sparse embedding gradients; "
+                     f"those that do: {', '.join(n for n, i in METHODS.items() if i.row_sparse)}")
   model = build_model(config.model, data.cardinalities, data.numerical.shape[1], data.labels.shape[1],
                       rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_kwargs)
   tx = make_method(config.method, config.learning_rate, num_tasks=data.labels.shape[1],
                    shared=model.shared_mask(), weight_decay=config.weight_decay, inject_learning_rate=True,
                    **config.method_kwargs)
-  trainer = Trainer(model, tx, calibration_weight=0.6 if config.model == "aitm" else 0.0)
+  trainer = Trainer(model, tx, calibration_weight=0.6 if config.model == "aitm" else 0.0,
+                    sparse_embeddings=config.sparse_embeddings)
   general = dataclasses.replace(config, seed=0, learning_rate=0.0, epochs=0, patience=0, log_every=0)
   key = json.dumps([dataclasses.asdict(general), data.cardinalities, data.numerical.shape[1], data.labels.shape[1]],
                    sort_keys=True, default=str)

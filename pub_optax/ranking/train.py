@@ -53,6 +53,11 @@ class Trainer:
     tx: a transformation taking stacked per-task gradients, e.g. ``pub_adam`` or
       ``pub_optax.make_method(...)``.
     calibration_weight: AITM's calibrator weight (0 for other models).
+    sparse_embeddings: differentiate the embedding tables at the batch's rows only
+      (:meth:`~pub_optax.ranking.models.base.MultiTaskModel.embedding_lookups`): the
+      same training up to rounding with no dense per-task table gradients, for
+      transformations built on :func:`pub_optax.balance` with a coordinate-wise inner
+      optimizer (every method with ``METHODS[name].row_sparse``).
 
   Example:
     >>> import numpy as np
@@ -72,6 +77,7 @@ class Trainer:
   model: nnx.Module
   tx: optax.GradientTransformation
   calibration_weight: float = 0.0
+  sparse_embeddings: bool = False
 
   def __post_init__(self):
     self.model.train()
@@ -80,7 +86,8 @@ class Trainer:
     self.eval_graph, _, _ = split(self.model)
     self.model.train()
     self.shared_mask = self.model.shared_mask()
-    self.train_step = jax.jit(make_train_step(self.tx, self.shared_mask, self._losses))
+    lookups = self.model.embedding_lookups() if self.sparse_embeddings else None
+    self.train_step = jax.jit(make_train_step(self.tx, self.shared_mask, self._losses, lookups))
     self.eval_step = jax.jit(self._eval_step)
 
   def _losses(self, params, rest, batch):

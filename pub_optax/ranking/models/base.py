@@ -11,10 +11,13 @@ information transfer, so all of those are shared.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+
+from pub_optax.sparse import lookup_rows
 
 
 def _key_name(entry: Any) -> Any:
@@ -67,3 +70,47 @@ class MultiTaskModel(nnx.Module):
       return bool(self._is_shared(keys))
 
     return jax.tree_util.tree_map_with_path(leaf, params)
+
+  def embedding_lookups(self) -> Callable:
+    """Row-sparse embedding gradients for :func:`pub_optax.training.make_train_step`'s ``lookups``.
+
+    Returns ``lookups(params, batch) -> (compact_params, compact_batch, to_task_grads)``:
+    every table with more ids than the batch has rows is replaced by the rows the batch
+    looks up (:func:`pub_optax.lookup_rows`) and the batch's ids by positions in them, so
+    the per-task gradients of the table are ``(K, batch, dim)`` instead of ``(K, ids, dim)``;
+    ``to_task_grads`` wraps them as :class:`pub_optax.RowSparse`. Smaller tables stay dense.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from pub_optax.ranking.models import MMoE, split
+      >>> m = MMoE((5, 700), 2, 2, embed_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(4,),
+      ...          rngs=nnx.Rngs(0))
+      >>> _, params, _ = split(m)
+      >>> batch = {"categorical": jnp.array([[1, 650], [2, 3], [1, 650]])}
+      >>> compact, cbatch, _ = m.embedding_lookups()(params, batch)
+      >>> compact["features"]["tables"][1]["embedding"].shape, cbatch["categorical"][:, 1].tolist()
+      ((3, 4), [1, 0, 1])
+    """
+    cardinalities = tuple(self.features.cardinalities)
+
+    def table_of(path) -> Any:
+      keys = tuple(_key_name(k) for k in path)
+      if len(keys) >= 4 and keys[:2] == ("features", "tables") and keys[3] == "embedding":
+        return keys[2]
+      return None
+
+    def lookups(params, batch):
+      categorical = jnp.asarray(batch["categorical"])
+      found = {f: lookup_rows(categorical[:, f], c) for f, c in enumerate(cardinalities) if c > categorical.shape[0]}
+
+      def at_tables(fn, tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: fn(found[table_of(path)], x) if table_of(path) in found else x, tree)
+
+      columns = [found[f].ids if f in found else categorical[:, f] for f in range(len(cardinalities))]
+      compact_batch = dict(batch, categorical=jnp.stack(columns, axis=1))
+      return (at_tables(lambda lookup, table: lookup.gather(table), params), compact_batch,
+              lambda grads: at_tables(lambda lookup, g: lookup.task_grads(g), grads))
+
+    return lookups
