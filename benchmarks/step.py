@@ -21,6 +21,11 @@ losses)`` with params, model state and optimizer state donated, as in a training
   Adam update. No Gram matrix, no Nash solve.
 * ``nash``  — gradient-level Nash-MTL, ``balance(scale_by_adam(), weightings.nash(), lr,
   num_tasks=K, level="gradient", shared=mask)``: K backward passes, one Adam update.
+* ``pub_sparse`` — ``pub`` with row-sparse embedding gradients (``model.embedding_lookups()``,
+  :mod:`pub_optax.sparse`): the VJP, the K look-aheads and the Gram run on the batch's table rows;
+  the other rows take one zero-gradient Adam step. Same result as ``pub`` up to rounding.
+* ``floor_sparse`` — the floor of that step: ``balance`` on the same row-sparse gradients with
+  weights carried in the state (the Gram matrix is computed but unused, so XLA drops it).
 
 Timing: each step is compiled ahead of time (``jit(...).lower(...).compile()``), run once
 untimed, then ``repeats`` rounds in which every method takes one step (``block_until_ready``),
@@ -39,7 +44,7 @@ Goals (from the issue, on CPU): (b) <= 1.10 for every K and (a) <= 2.0 at K = 2,
 paper's embedding width 128.
 
 Usage (from the repository root, package installed):
-  python benchmarks/step.py [--quick] [--json PATH] [--embed-dims 16 128 --tasks 2 8]
+  python benchmarks/step.py [--quick] [--json PATH] [--embed-dims 16 128 --tasks 2 8] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ from pub_optax.ranking.data import generate_aliexpress
 from pub_optax.ranking.models import apply, build_model, split
 from pub_optax.ranking.train import task_losses
 
-METHODS = ("adam", "pub", "floor", "nash")
+METHODS = ("adam", "pub", "floor", "nash", "pub_sparse", "floor_sparse")
 FLOOR_GOAL = 1.10  # (b) pub / floor, every K
 ADAM_GOAL = 2.0  # (a) pub / adam at K = 2
 GOAL_EMBED_DIM = 128
@@ -108,8 +113,16 @@ def make_model(cfg: dict, cardinalities, n_numerical: int, num_tasks: int, embed
                      **kwargs)
 
 
-def make_methods(graph, mask, num_tasks: int, lr: float) -> dict[str, Method]:
-  """The four steps compared, sharing one loss function."""
+def carried_weights() -> pub_optax.weightings.Weighting:
+  """A weighting that returns the weights kept in its state (ones), unchanged: the floor's fixed weights."""
+  def weigh(gram, state, task_losses=None):
+    del gram, task_losses
+    return pub_optax.weightings.WeightingResult(state, state, jnp.zeros((), state.dtype))
+  return pub_optax.weightings.Weighting(init=lambda k, dtype: jnp.ones((k,), dtype), weigh=weigh, name="carried")
+
+
+def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> dict[str, Method]:
+  """The steps compared, sharing one loss function; ``lookups`` is ``model.embedding_lookups()``."""
 
   def losses_fn(params, rest, batch):
     logits, new_rest = apply(graph, params, rest, batch["categorical"], batch["numerical"])
@@ -118,9 +131,14 @@ def make_methods(graph, mask, num_tasks: int, lr: float) -> dict[str, Method]:
   def task_grads(params, rest, batch):
     return pub_optax.value_and_task_grads(losses_fn, has_aux=True)(params, rest, batch)
 
-  def tx_step(tx):
+  def sparse_task_grads(params, rest, batch):
+    compact, compact_batch, to_task_grads = lookups(params, batch)
+    out, grads = task_grads(compact, rest, compact_batch)
+    return out, to_task_grads(grads)
+
+  def tx_step(tx, grads_fn=task_grads):
     def step(params, rest, state, batch):
-      (losses, rest), grads = task_grads(params, rest, batch)
+      (losses, rest), grads = grads_fn(params, rest, batch)
       updates, state = tx.update(grads, state, params, task_losses=losses)
       return optax.apply_updates(params, updates), rest, state, losses
     return Method(tx.init, step)
@@ -157,6 +175,9 @@ def make_methods(graph, mask, num_tasks: int, lr: float) -> dict[str, Method]:
       floor=Method(floor_init, floor_step),
       nash=tx_step(pub_optax.balance(optax.scale_by_adam(), pub_optax.weightings.nash(), lr,
                                      num_tasks=num_tasks, level="gradient", shared=mask)),
+      pub_sparse=tx_step(pub_optax.pub_adam(lr, num_tasks=num_tasks, shared=mask), sparse_task_grads),
+      floor_sparse=tx_step(pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask),
+                           sparse_task_grads),
   )
 
 
@@ -207,7 +228,7 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
              shared_params_m=sum(s for s, m in zip(sizes, jax.tree.leaves(shared)) if m) / 1e6,
              embedding_params_m=sum(cardinalities) * embed_dim / 1e6)
   runners = {}
-  for name, method in make_methods(graph, mask, num_tasks, cfg["lr"]).items():
+  for name, method in make_methods(graph, mask, num_tasks, cfg["lr"], model.embedding_lookups()).items():
     runners[name] = runner = Runner(method, params, rest, batches)
     losses = jax.block_until_ready(runner())  # first, untimed step
     if not bool(jnp.all(jnp.isfinite(losses))):
@@ -228,7 +249,9 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
   row["rounds"] = len(samples["adam"])
   ratio = lambda a, b: statistics.median(x / y for x, y in zip(samples[a], samples[b]))
   row.update(pub_over_adam=ratio("pub", "adam"), pub_over_floor=ratio("pub", "floor"),
-             nash_over_adam=ratio("nash", "adam"), floor_over_adam=ratio("floor", "adam"))
+             nash_over_adam=ratio("nash", "adam"), floor_over_adam=ratio("floor", "adam"),
+             sparse_over_adam=ratio("pub_sparse", "adam"), sparse_over_floor=ratio("pub_sparse", "floor_sparse"),
+             sparse_over_pub=ratio("pub_sparse", "pub"))
   row["samples_s"] = samples
   row.update(gram_times(params, shared, num_tasks))
   return row
@@ -260,8 +283,11 @@ COLUMNS = [
     ("nash_s", "nash s", ".3f"),
     ("pub_over_adam", "(a) pub/adam", ".2f"), ("pub_over_floor", "(b) pub/floor", ".3f"),
     ("nash_over_adam", "(c) nash/adam", ".2f"),
+    ("pub_sparse_s", "sparse s", ".3f"), ("sparse_over_adam", "sparse/adam", ".2f"),
+    ("sparse_over_floor", "sparse/floor_sp", ".3f"), ("sparse_over_pub", "sparse/pub", ".2f"),
     ("mem_adam_mb", "mem adam MB", ".0f"), ("mem_pub_mb", "mem pub MB", ".0f"),
     ("mem_floor_mb", "mem floor MB", ".0f"), ("mem_nash_mb", "mem nash MB", ".0f"),
+    ("mem_pub_sparse_mb", "mem sparse MB", ".0f"),
     ("rounds", "rounds"),
     ("gram_matmul_s", "gram matmul s", ".4f"), ("gram_lanes_s", "gram lanes s", ".4f"),
 ]
@@ -279,6 +305,8 @@ def summarize(rows: list[dict]) -> dict:
       adam_goal=ADAM_GOAL,
       adam_goal_met=bool(at_two) and at_two[0] <= ADAM_GOAL,
       max_pub_over_floor_all_dims=max(r["pub_over_floor"] for r in rows),
+      max_sparse_over_floor=max(r["sparse_over_floor"] for r in goal_rows),
+      sparse_over_adam_k2=next((r["sparse_over_adam"] for r in goal_rows if r["num_tasks"] == 2), None),
   )
 
 
@@ -288,8 +316,11 @@ def main(argv=None) -> int:
   parser.add_argument("--json", metavar="PATH", help="write every figure and the configuration here")
   parser.add_argument("--embed-dims", type=int, nargs="+", help="run the grid of these widths x --tasks")
   parser.add_argument("--tasks", type=int, nargs="+", help="run the grid of --embed-dims x these task counts")
+  parser.add_argument("--rounds", type=int, help="time exactly this many rounds per configuration (no time budget)")
   args = parser.parse_args(argv)
   cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
+  if args.rounds:
+    cfg.update(repeats=args.rounds, time_budget_s=float("inf"))
   if args.embed_dims or args.tasks:
     dims = args.embed_dims or sorted({d for d, _ in cfg["configs"]})
     tasks = args.tasks or sorted({k for _, k in cfg["configs"]})
@@ -312,6 +343,8 @@ def main(argv=None) -> int:
   print(f"\nat embed dim {summary['goal_embed_dim']}: (b) pub/floor <= {FLOOR_GOAL} for every K: "
         f"{summary['floor_goal_met']} (max {summary['max_pub_over_floor']:.3f}); (a) pub/adam <= {ADAM_GOAL} "
         f"at K=2: {summary['adam_goal_met']} ({summary['pub_over_adam_k2']})")
+  print(f"row-sparse embeddings: pub_sparse/floor_sparse max {summary['max_sparse_over_floor']:.3f}; "
+        f"pub_sparse/adam at K=2: {summary['sparse_over_adam_k2']}")
   print(f"wall time {wall:.1f}s")
   if args.json:
     common.write_json(args.json, dict(benchmark="step", config=cfg, machine=info, summary=summary, rows=rows,

@@ -263,7 +263,11 @@ def balance(
     An ``optax.GradientTransformationExtraArgs``. Its ``update(task_grads, state,
     params=None, *, task_losses=None, **extra)`` returns params-shaped updates (in
     the params' dtype) and a :class:`BalanceState`. Extra keyword arguments are
-    passed on to ``inner``.
+    passed on to ``inner``. A leaf of ``task_grads`` may be a
+    :class:`~pub_optax.RowSparse` (the gradients of a lookup table at the batch's
+    rows, see :mod:`pub_optax.sparse`): the step then runs on those rows plus one
+    zero-gradient inner step for the rest, the dense result for a coordinate-wise
+    ``inner``, without K dense copies of the table.
 
   Non-finite gradients give non-finite updates and inner state, as in optax. To
   skip such steps with the whole state (weights included) left untouched, wrap

@@ -53,11 +53,13 @@ def test_step_quick(tmp_path):
   cfg = result["config"]
   assert [[r["embed_dim"], r["num_tasks"]] for r in result["rows"]] == [list(c) for c in cfg["configs"]]
   for row in result["rows"]:
-    _positive(row, ["params_m", "pub_over_adam", "pub_over_floor", "nash_over_adam", "floor_over_adam"])
-    for method in ("adam", "pub", "floor", "nash"):
+    _positive(row, ["params_m", "pub_over_adam", "pub_over_floor", "nash_over_adam", "floor_over_adam",
+                    "sparse_over_adam", "sparse_over_floor", "sparse_over_pub"])
+    for method in ("adam", "pub", "floor", "nash", "pub_sparse", "floor_sparse"):
       _positive(row, [f"{method}_s", f"mem_{method}_mb", f"compile_{method}_s"])
       assert len(row["samples_s"][method]) == row["rounds"] >= 3
-  assert set(result["summary"]) >= {"floor_goal_met", "adam_goal_met", "max_pub_over_floor", "pub_over_adam_k2"}
+  assert set(result["summary"]) >= {"floor_goal_met", "adam_goal_met", "max_pub_over_floor", "pub_over_adam_k2",
+                                    "max_sparse_over_floor", "sparse_over_adam_k2"}
 
 
 def test_scaling_quick(tmp_path):
