@@ -374,12 +374,21 @@ def main(argv=None) -> int:
     records += study(name, models, methods, k,
                      lambda model, method, lr, seed, s=splits: ranking_run(s, model, method, lr, seed, args),
                      args, store, args.seeds)
+  fsplits = None
   if args.multi_fashion:
     from pub_optax import vision
 
-    fsplits = vision.multi_fashion_splits(args.fashion_dir, n_train=args.fashion_rows,
-                                          n_val=max(args.fashion_rows // 5, 256),
-                                          n_test=max(args.fashion_rows // 2, 256), seed=0)
+    try:
+      fsplits = vision.multi_fashion_splits(args.fashion_dir, n_train=args.fashion_rows,
+                                            n_val=max(args.fashion_rows // 5, 256),
+                                            n_test=max(args.fashion_rows // 2, 256), seed=0)
+    except FileNotFoundError as err:
+      if not args.quick:  # the study asked for Multi-Fashion: no silent gap in its tables
+        raise
+      # The smoke test runs on machines without the Debian package: say so in the output and the JSON.
+      data_info["multi-fashion"] = {"not_run": str(err)}
+      print(f"multi-fashion: NOT RUN ({err})", flush=True)
+  if fsplits is not None:
     data_info["multi-fashion"] = {s: len(v) for s, v in fsplits.items()}
     fm = [m for m in args.fashion_methods.split(",") if m]
     fgrid = [float(x) for x in args.fashion_lr_grid.split(",")] if args.fashion_lr_grid else args.lr_grid

@@ -26,6 +26,8 @@ losses)`` with params, model state and optimizer state donated, as in a training
   the other rows take one zero-gradient Adam step. Same result as ``pub`` up to rounding.
 * ``floor_sparse`` — the floor of that step: ``balance`` on the same row-sparse gradients with
   weights carried in the state (the Gram matrix is computed but unused, so XLA drops it).
+* ``floor_balance`` (only with ``--balance-floor``) — the dense floor built that way, to tell the
+  Gram matrix and the solve apart from differences between ``balance`` and the hand-written floor.
 
 Timing: each step is compiled ahead of time (``jit(...).lower(...).compile()``), run once
 untimed, then ``repeats`` rounds in which every method takes one step (``block_until_ready``),
@@ -44,7 +46,7 @@ Goals (from the issue, on CPU): (b) <= 1.10 for every K and (a) <= 2.0 at K = 2,
 paper's embedding width 128.
 
 Usage (from the repository root, package installed):
-  python benchmarks/step.py [--quick] [--json PATH] [--embed-dims 16 128 --tasks 2 8] [--rounds 7]
+  python benchmarks/step.py [--quick] [--json PATH] [--embed-dims 16 128 --tasks 2 8] [--rounds 7] [--balance-floor]
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> d
       pub_sparse=tx_step(pub_optax.pub_adam(lr, num_tasks=num_tasks, shared=mask), sparse_task_grads),
       floor_sparse=tx_step(pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask),
                            sparse_task_grads),
+      floor_balance=tx_step(pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask)),
   )
 
 
@@ -228,7 +231,10 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
              shared_params_m=sum(s for s, m in zip(sizes, jax.tree.leaves(shared)) if m) / 1e6,
              embedding_params_m=sum(cardinalities) * embed_dim / 1e6)
   runners = {}
-  for name, method in make_methods(graph, mask, num_tasks, cfg["lr"], model.embedding_lookups()).items():
+  names = METHODS + (("floor_balance",) if cfg.get("balance_floor") else ())
+  methods = make_methods(graph, mask, num_tasks, cfg["lr"], model.embedding_lookups())
+  for name in names:
+    method = methods[name]
     runners[name] = runner = Runner(method, params, rest, batches)
     losses = jax.block_until_ready(runner())  # first, untimed step
     if not bool(jnp.all(jnp.isfinite(losses))):
@@ -237,14 +243,14 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
     row[f"mem_{name}_mb"] = memory_mb(runner.compiled)
     row[f"gpu_peak_{name}_mb"] = gpu_peak_mb()
   # Interleaved rounds, rotating order; stop early once the time budget is spent (>= 3 rounds).
-  samples = {name: [] for name in METHODS}
+  samples = {name: [] for name in names}
   start = time.perf_counter()
   for r in range(cfg["repeats"]):
     if r >= 3 and time.perf_counter() - start > cfg["time_budget_s"]:
       break
-    for name in METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]:
+    for name in names[r % len(names):] + names[:r % len(names)]:
       samples[name].append(common.time_fn(runners[name], repeats=1, warmup=0)["median_s"])
-  for name in METHODS:
+  for name in names:
     row[f"{name}_s"] = statistics.median(samples[name])
   row["rounds"] = len(samples["adam"])
   ratio = lambda a, b: statistics.median(x / y for x, y in zip(samples[a], samples[b]))
@@ -252,6 +258,8 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
              nash_over_adam=ratio("nash", "adam"), floor_over_adam=ratio("floor", "adam"),
              sparse_over_adam=ratio("pub_sparse", "adam"), sparse_over_floor=ratio("pub_sparse", "floor_sparse"),
              sparse_over_pub=ratio("pub_sparse", "pub"))
+  if "floor_balance" in names:
+    row.update(pub_over_floor_balance=ratio("pub", "floor_balance"), floor_balance_over_floor=ratio("floor_balance", "floor"))
   row["samples_s"] = samples
   row.update(gram_times(params, shared, num_tasks))
   return row
@@ -317,8 +325,10 @@ def main(argv=None) -> int:
   parser.add_argument("--embed-dims", type=int, nargs="+", help="run the grid of these widths x --tasks")
   parser.add_argument("--tasks", type=int, nargs="+", help="run the grid of --embed-dims x these task counts")
   parser.add_argument("--rounds", type=int, help="time exactly this many rounds per configuration (no time budget)")
+  parser.add_argument("--balance-floor", action="store_true",
+                      help="also time the dense floor built from balance (floor_balance)")
   args = parser.parse_args(argv)
-  cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
+  cfg = dict(QUICK if args.quick else FULL, quick=args.quick, balance_floor=args.balance_floor)
   if args.rounds:
     cfg.update(repeats=args.rounds, time_budget_s=float("inf"))
   if args.embed_dims or args.tasks:
@@ -338,7 +348,9 @@ def main(argv=None) -> int:
   print(f"\nPUB training step vs plain Adam, the floor and gradient-level Nash-MTL "
         f"({info.get('jax_backend')}, {info['cpu_model']}, {info['cpu_count']} cores); "
         f"MMoE {cfg['n_experts']}x{cfg['expert_dims']}, towers {cfg['tower_dims']}, batch {cfg['batch_size']}")
-  common.print_table(rows, COLUMNS)
+  common.print_table(rows, COLUMNS + ([("pub_over_floor_balance", "pub/floor_bal", ".3f"),
+                                       ("floor_balance_over_floor", "floor_bal/floor", ".3f")]
+                                      if args.balance_floor else []))
   print("memory: compiled memory_analysis, argument + output + temp - aliased (MB)")
   print(f"\nat embed dim {summary['goal_embed_dim']}: (b) pub/floor <= {FLOOR_GOAL} for every K: "
         f"{summary['floor_goal_met']} (max {summary['max_pub_over_floor']:.3f}); (a) pub/adam <= {ADAM_GOAL} "

@@ -99,6 +99,12 @@ def test_ranking_quick(tmp_path):
   result = _run_plain("ranking", tmp_path)
   text = json.dumps(result)
   assert "equal" in text and "pub" in text
+  fashion = result["data"]["multi-fashion"]
+  if os.path.isdir("/usr/share/datasets/fashion-mnist"):  # Debian's dataset-fashion-mnist
+    assert fashion["train"] > 0
+    assert any(r["setting"] == "multi-fashion" for r in result["summary"])
+  else:  # --quick reports the missing data set instead of failing
+    assert "Fashion-MNIST folder not found" in fashion["not_run"]
 
 
 def test_ranking_runs_unchanged_on_aliexpress_csv_files(tmp_path):
