@@ -5,7 +5,8 @@ The check runs in a child process started with ``XLA_FLAGS=--xla_force_host_plat
 one CPU device). The child trains a small MMoE with ``pub_adam`` for 20 steps twice, with the
 library's own jitted ``Trainer.train_step``: once on one device, once on a ``Mesh`` over all 8
 devices with the batch sharded ``P("data")`` and params / model state / optimizer state
-replicated, the sharded steps running under ``jax.transfer_guard("disallow")``.
+replicated, the sharded steps running under ``jax.transfer_guard("disallow")``; then once more on
+the mesh with row-sparse embedding gradients (``sparse_embeddings=True``).
 
 The model uses LayerNorm and no dropout so that the comparison is about partitioning the step and
 nothing else. BatchNorm is not a clean test case: under ``jit`` its batch statistics over a sharded
@@ -62,7 +63,7 @@ def _child() -> dict:
   trainer = Trainer(model, pub_optax.pub_adam(1e-3, eps=1e-6, num_tasks=2, shared=model.shared_mask()))
   host_batches = list(iterate_batches(data, BATCH, shuffle=True, seed=0))
 
-  def train(place_state, place_batch, guard):
+  def train(place_state, place_batch, guard, trainer=trainer):
     params, rest = place_state(trainer.params), place_state(trainer.rest)
     opt_state = place_state(trainer.tx.init(trainer.params))
     batches = [place_batch(b) for b in host_batches]  # on device before the steps
@@ -81,21 +82,29 @@ def _child() -> dict:
   sharded, sharded_weights, batches = train(lambda tree: jax.device_put(tree, replicated),
                                           lambda tree: jax.device_put(tree, by_rows), "disallow")
 
+  # Row-sparse embedding gradients (tables of up to 2000 ids > 256 rows per batch) on the same mesh.
+  sparse_trainer = Trainer(model, trainer.tx, sparse_embeddings=True)
+  sparse, _, _ = train(lambda tree: jax.device_put(tree, replicated), lambda tree: jax.device_put(tree, by_rows),
+                       "disallow", sparse_trainer)
+
   try:  # the guard is live: a batch still on the host is refused
     with jax.transfer_guard("disallow"):
       trainer.train_step(sharded, trainer.rest, trainer.tx.init(trainer.params), host_batches[0])
     guard_refused_host_batch = False
   except Exception:  # noqa: BLE001 - jax raises a plain RuntimeError-like error here
     guard_refused_host_batch = True
-  single_np, sharded_np, start = jax.device_get((single, sharded, trainer.params))
+  single_np, sharded_np, sparse_np, start = jax.device_get((single, sharded, sparse, trainer.params))
   diffs = {jax.tree_util.keystr(path): float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
            for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(single_np), jax.tree.leaves(sharded_np))}
   norm_diffs = [float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
                 for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(sharded_np))]
+  sparse_norm_diffs = [float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+                       for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(sparse_np))]
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(start)))
   return dict(
       max_rel_diff=max(diffs.values()),
       max_norm_rel_diff=max(norm_diffs),
+      sparse_max_norm_rel_diff=max(sparse_norm_diffs),
       worst_leaf=max(diffs, key=diffs.get),
       max_param_move=moved,
       weights_single=np.asarray(single_weights).tolist(),
@@ -123,6 +132,11 @@ def test_sharded_training_matches_one_device(result):
   assert result["max_norm_rel_diff"] <= RTOL, result
   assert result["max_rel_diff"] <= ELEMENT_RTOL, result
   assert result["weights_sharded"] == pytest.approx(result["weights_single"], rel=RTOL)
+
+
+def test_sharded_row_sparse_training_matches_one_device(result):
+  # Trainer(sparse_embeddings=True) on the mesh, under the same transfer guard, against dense on one device
+  assert result["sparse_max_norm_rel_diff"] <= RTOL, result
 
 
 def test_transfer_guard_was_live(result):
