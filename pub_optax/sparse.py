@@ -167,6 +167,7 @@ class TableRows:
     leaves, self.treedef = jax.tree.flatten(task_grads, is_leaf=is_row_sparse)
     self.rows = [l.rows if is_row_sparse(l) else None for l in leaves]
     self.num_rows = [l.num_rows if is_row_sparse(l) else None for l in leaves]
+    self.shapes = [l.shape[1:] if is_row_sparse(l) else None for l in leaves]  # the tables' full shapes
     self.compact_grads = self.treedef.unflatten([l.values if is_row_sparse(l) else l for l in leaves])
 
   @staticmethod
@@ -231,23 +232,23 @@ class TableRows:
     return tags
 
   def _map_state(self, inner, fn, state, *others):
-    """Applies ``fn(leaf, *other_leaves, rows, num_rows)`` to state leaves mirroring a table."""
+    """Applies ``fn(leaf, *other_leaves, rows, table_shape)`` to state leaves mirroring a table."""
     leaves, treedef = jax.tree.flatten(state)
     others = [jax.tree.leaves(o) for o in others]
     out = []
     for i, (leaf, tag) in enumerate(zip(leaves, self._state_tags(inner, state))):
       rows = self.rows[tag] if tag >= 0 else None
-      out.append(leaf if rows is None else fn(leaf, *[o[i] for o in others], rows, self.num_rows[tag]))
+      out.append(leaf if rows is None else fn(leaf, *[o[i] for o in others], rows, self.shapes[tag]))
     return treedef.unflatten(out)
 
   def gather_state(self, inner, state):
     """The inner state at the batch rows of every table (zeros at padding)."""
-    def fn(leaf, rows, n):
-      if leaf.shape[:1] != (n,):
+    def fn(leaf, rows, shape):
+      if tuple(leaf.shape) != tuple(shape):
         raise ValueError(
             f"row-sparse task gradients need an inner optimizer that keeps a parameter-shaped "
-            f"state per coordinate; a state leaf of a table with {n} rows has shape {leaf.shape} "
-            "(factored or per-tensor statistics are not supported on this path)")
+            f"state per coordinate; a state leaf of a table of shape {tuple(shape)} has shape "
+            f"{tuple(leaf.shape)} (factored or per-tensor statistics are not supported on this path)")
       return leaf.at[rows].get(mode="fill", fill_value=0)
     return self._map_state(inner, fn, state)
 
@@ -269,7 +270,7 @@ class TableRows:
 
   def merge_state(self, inner, base_state, compact_state):
     """The new full inner state: ``base_state`` outside the batch rows, ``compact_state`` on them."""
-    def fn(compact, base, rows, n):
-      del n
+    def fn(compact, base, rows, shape):
+      del shape
       return base.at[rows].set(compact.astype(base.dtype), mode="drop")
     return self._map_state(inner, fn, compact_state, base_state)
