@@ -166,31 +166,29 @@ class TableRows:
   def __init__(self, task_grads):
     leaves, self.treedef = jax.tree.flatten(task_grads, is_leaf=is_row_sparse)
     self.rows = [l.rows if is_row_sparse(l) else None for l in leaves]
-    self.num_rows = [l.num_rows if is_row_sparse(l) else None for l in leaves]
     self.shapes = [l.shape[1:] if is_row_sparse(l) else None for l in leaves]  # the tables' full shapes
     self.compact_grads = self.treedef.unflatten([l.values if is_row_sparse(l) else l for l in leaves])
 
   @staticmethod
   def of(task_grads) -> Optional["TableRows"]:
     """``TableRows`` of ``task_grads``, or ``None`` when it holds no RowSparse leaf."""
-    if any(is_row_sparse(l) for l in jax.tree.leaves(task_grads, is_leaf=is_row_sparse)):
-      return TableRows(task_grads)
-    return None
+    tables = TableRows(task_grads)
+    return tables if any(r is not None for r in tables.rows) else None
 
   def _map(self, fn, *trees):
     flat = [self.treedef.flatten_up_to(t) for t in trees]
-    return self.treedef.unflatten([fn(r, n, *xs) for r, n, *xs in zip(self.rows, self.num_rows, *flat)])
+    return self.treedef.unflatten([fn(r, shape, *xs) for r, shape, *xs in zip(self.rows, self.shapes, *flat)])
 
   def gather(self, tree):
     """Params-shaped ``tree`` with every table replaced by its rows (zeros at padding)."""
-    return self._map(lambda r, n, x: x if r is None else x.at[r].get(mode="fill", fill_value=0), tree)
+    return self._map(lambda r, shape, x: x if r is None else x.at[r].get(mode="fill", fill_value=0), tree)
 
   def zero_padding(self, tree):
     """``(K, ...)`` compact ``tree`` with the padding rows of every table set to zero."""
-    def fn(r, n, x):
+    def fn(r, shape, x):
       if r is None:
         return x
-      valid = (r < n).reshape((1, -1) + (1,) * (x.ndim - 2))
+      valid = (r < shape[0]).reshape((1, -1) + (1,) * (x.ndim - 2))
       return jnp.where(valid, x, jnp.zeros((), x.dtype))
     return self._map(fn, tree)
 
@@ -199,7 +197,7 @@ class TableRows:
 
     ``scale`` is a params-shaped tree of scalars (only read at the tables).
     """
-    def fn(r, n, c, b, s):
+    def fn(r, shape, c, b, s):
       if r is None:
         return c
       return (s * b).astype(c.dtype).at[r].set(c, mode="drop")
@@ -208,9 +206,10 @@ class TableRows:
   def untouched_sq_norm(self, base, mask) -> Array:
     """``Σ base²`` over the rows outside the batch of the tables where ``mask`` is True."""
     total = jnp.zeros((), jnp.float32)
-    for r, n, b, m in zip(self.rows, self.num_rows, self.treedef.flatten_up_to(base), self.treedef.flatten_up_to(mask)):
+    for r, shape, b, m in zip(self.rows, self.shapes, self.treedef.flatten_up_to(base), self.treedef.flatten_up_to(mask)):
       if r is None or not m:
         continue
+      n = shape[0]
       b = b.astype(jnp.promote_types(b.dtype, jnp.float32))
       outside = jnp.ones((n,), b.dtype).at[r].set(0, mode="drop")
       total = total + jnp.sum(outside * jnp.sum(jnp.square(b).reshape(n, -1), axis=1))
@@ -260,12 +259,9 @@ class TableRows:
     tags = self._state_tags(inner, state)
     leaves, treedef = jax.tree.flatten(state)
     restricted = [jnp.zeros((0,), l.dtype) if t >= 0 and self.rows[t] is None else l for l, t in zip(leaves, tags)]
-    shapes = self.treedef.flatten_up_to(self.compact_grads)
-    grads = self.treedef.unflatten([
-        jnp.zeros((n,) + tuple(g.shape[2:]), g.dtype) if r is not None else jnp.zeros((0,), g.dtype)
-        for r, n, g in zip(self.rows, self.num_rows, shapes)])
+    grads = self._map(lambda r, shape, g: jnp.zeros(shape if r is not None else (0,), g.dtype), self.compact_grads)
     if params is not None:
-      params = self._map(lambda r, n, p: p if r is not None else jnp.zeros((0,), jnp.asarray(p).dtype), params)
+      params = self._map(lambda r, shape, p: p if r is not None else jnp.zeros((0,), jnp.asarray(p).dtype), params)
     return inner.update(grads, treedef.unflatten(restricted), params, **extra)
 
   def merge_state(self, inner, base_state, compact_state):
