@@ -15,8 +15,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 __all__ = ["time_fn", "machine_info", "write_json", "print_table", "format_table"]
 
@@ -58,11 +59,11 @@ def time_fn(fn: Callable[..., Any], *args, repeats: int = 20, warmup: int = 2, *
     samples.append(time.perf_counter() - start)
   samples.sort()
   return dict(
-      median_s=statistics.median(samples),
-      p10_s=_percentile(samples, 10.0),
-      p90_s=_percentile(samples, 90.0),
-      min_s=samples[0],
-      repeats=repeats,
+    median_s=statistics.median(samples),
+    p10_s=_percentile(samples, 10.0),
+    p90_s=_percentile(samples, 90.0),
+    min_s=samples[0],
+    repeats=repeats,
   )
 
 
@@ -77,7 +78,7 @@ def _cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def _version(package: str) -> Optional[str]:
+def _version(package: str) -> str | None:
   try:
     return metadata.version(package)
   except metadata.PackageNotFoundError:
@@ -87,12 +88,12 @@ def _version(package: str) -> Optional[str]:
 def machine_info(packages: Iterable[str] = ("jax", "jaxlib", "numpy")) -> dict:
   """Where and when a benchmark ran: versions, JAX devices, platform, CPU model, date."""
   info: dict = dict(
-      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      python=platform.python_version(),
-      platform=platform.platform(),
-      cpu_model=_cpu_model(),
-      cpu_count=os.cpu_count(),
-      versions={name: _version(name) for name in packages},
+    date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    python=platform.python_version(),
+    platform=platform.platform(),
+    cpu_model=_cpu_model(),
+    cpu_count=os.cpu_count(),
+    versions={name: _version(name) for name in packages},
   )
   try:
     import jax  # pylint: disable=import-outside-toplevel
@@ -140,7 +141,7 @@ def write_json(path: str, obj: Any) -> None:
     raise
 
 
-def _cell(value, fmt: Optional[str]) -> str:
+def _cell(value, fmt: str | None) -> str:
   if value is None:
     return "-"
   if fmt:

@@ -36,11 +36,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info, print_table, write_json  # noqa: E402
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+from common import machine_info, print_table, write_json  # noqa: E402
 
 DEFAULT_METHODS = ("equal", "mgda", "nash_mtl", "pub_rms", "pub_convex")
 
@@ -56,22 +55,29 @@ def _flat_shared(tree, mask, lead: bool) -> jax.Array:
 def make_step(tx, mask, losses_fn):
   """A jitted train step that also returns the deviation diagnostics of the step."""
   from pub_optax import value_and_task_grads
-  from pub_optax.training import find_balance_state
+  from pub_optax._training import find_balance_state
 
   def step(params, rest, opt_state, batch):
     (losses, new_rest), grads = value_and_task_grads(
-        lambda p, r: losses_fn(p, r, batch), has_aux=True)(params, rest)
+      lambda p, r: losses_fn(p, r, batch), has_aux=True
+    )(params, rest)
     updates, opt_state = tx.update(grads, opt_state, params, task_losses=losses)
     weights = find_balance_state(opt_state).weights
-    g = _flat_shared(grads, mask, lead=True)          # (K, P)
-    u = _flat_shared(updates, mask, lead=False)       # (P,)
-    j = weights.astype(jnp.float32) @ g               # balanced joint gradient
+    g = _flat_shared(grads, mask, lead=True)  # (K, P)
+    u = _flat_shared(updates, mask, lead=False)  # (P,)
+    j = weights.astype(jnp.float32) @ g  # balanced joint gradient
     eps = 1e-30
     cos = jnp.dot(-j, u) / (jnp.linalg.norm(j) * jnp.linalg.norm(u) + eps)
-    intended = g @ (-j)                               # g_kᵀ(−j): first-order change, intended
-    applied = g @ u                                   # g_kᵀu: first-order change, applied
-    diag = {"cos": cos, "intended": intended, "applied": applied, "weights": weights,
-            "losses": losses, "update_rms": jnp.sqrt(jnp.mean(u * u))}
+    intended = g @ (-j)  # g_kᵀ(−j): first-order change, intended
+    applied = g @ u  # g_kᵀu: first-order change, applied
+    diag = {
+      "cos": cos,
+      "intended": intended,
+      "applied": applied,
+      "weights": weights,
+      "losses": losses,
+      "update_rms": jnp.sqrt(jnp.mean(u * u)),
+    }
     return optax.apply_updates(params, updates), new_rest, opt_state, diag
 
   return jax.jit(step)
@@ -80,16 +86,21 @@ def make_step(tx, mask, losses_fn):
 def run_method(method, splits, args) -> dict:
   from flax import nnx
 
-  from pub_optax.methods import make_method
+  from pub_optax._methods import make_method
   from pub_optax.ranking.cli import model_kwargs
   from pub_optax.ranking.models import apply, build_model, split
   from pub_optax.ranking.train import task_losses, train_batches
 
   data = splits["train"]
   k = data.labels.shape[1]
-  model = build_model("mmoe", data.cardinalities, data.numerical.shape[1], k,
-                      rngs=nnx.Rngs(params=args.seed, dropout=args.seed + 1),
-                      **model_kwargs("mmoe", "small", args.dropout))
+  model = build_model(
+    "mmoe",
+    data.cardinalities,
+    data.numerical.shape[1],
+    k,
+    rngs=nnx.Rngs(params=args.seed, dropout=args.seed + 1),
+    **model_kwargs("mmoe", "small", args.dropout),
+  )
   model.train()
   graph, params, rest = split(model)
   mask = model.shared_mask()
@@ -116,16 +127,21 @@ def run_method(method, splits, args) -> dict:
   applied = np.array([r["applied"] for r in records])
   agree = np.sign(intended) == np.sign(applied)
   return {
-      "method": method, "level": "update" if method.startswith("pub") else "gradient",
-      "steps": n, "sampled": len(records), "seconds": seconds,
-      "cos_median": float(np.median(cos)), "cos_q10": float(np.quantile(cos, 0.1)),
-      "cos_q90": float(np.quantile(cos, 0.9)), "cos_mean": float(np.mean(cos)),
-      "sign_agreement": agree.mean(axis=0).tolist(),
-      "sign_agreement_all": float(agree.mean()),
-      "descent_rate_intended": (intended < 0).mean(axis=0).tolist(),
-      "descent_rate_applied": (applied < 0).mean(axis=0).tolist(),
-      "mean_weights": np.mean([r["weights"] for r in records], axis=0).tolist(),
-      "records": records,
+    "method": method,
+    "level": "update" if method.startswith("pub") else "gradient",
+    "steps": n,
+    "sampled": len(records),
+    "seconds": seconds,
+    "cos_median": float(np.median(cos)),
+    "cos_q10": float(np.quantile(cos, 0.1)),
+    "cos_q90": float(np.quantile(cos, 0.9)),
+    "cos_mean": float(np.mean(cos)),
+    "sign_agreement": agree.mean(axis=0).tolist(),
+    "sign_agreement_all": float(agree.mean()),
+    "descent_rate_intended": (intended < 0).mean(axis=0).tolist(),
+    "descent_rate_applied": (applied < 0).mean(axis=0).tolist(),
+    "mean_weights": np.mean([r["weights"] for r in records], axis=0).tolist(),
+    "records": records,
   }
 
 
@@ -142,14 +158,18 @@ def plot(results, task_names, path) -> None:
     label = f"{r['method']} (median {r['cos_median']:.2f})"
     axes[0].hist(cos, bins=bins, alpha=0.5, color=f"C{i}", label=label)
     axes[1].plot([x["step"] for x in r["records"]], cos, color=f"C{i}", label=r["method"])
-  axes[0].set(title="cos(−Σ w_k g_k, applied update), shared params", xlabel="cosine", ylabel="sampled steps")
+  axes[0].set(
+    title="cos(−Σ w_k g_k, applied update), shared params", xlabel="cosine", ylabel="sampled steps"
+  )
   axes[1].set(title="the same over training", xlabel="step", ylabel="cosine", ylim=(-1.05, 1.05))
   width = 0.8 / max(len(results), 1)
   x = np.arange(len(task_names))
   for i, r in enumerate(results):
     axes[2].bar(x + i * width, r["sign_agreement"], width, color=f"C{i}", label=r["method"])
   axes[2].set_xticks(x + width * (len(results) - 1) / 2, task_names)
-  axes[2].set(title="sign agreement: g_kᵀ(−Σwg) vs g_kᵀΔθ", ylabel="fraction of sampled steps", ylim=(0, 1.05))
+  axes[2].set(
+    title="sign agreement: g_kᵀ(−Σwg) vs g_kᵀΔθ", ylabel="fraction of sampled steps", ylim=(0, 1.05)
+  )
   for ax in axes:
     ax.legend(fontsize=7)
   fig.tight_layout()
@@ -183,32 +203,54 @@ def main(argv=None) -> int:
   from pub_optax.ranking.data import generate_splits
 
   # The same programs recompile on every run otherwise; the cache only saves time.
-  jax.config.update("jax_compilation_cache_dir", os.environ.get("PUB_OPTAX_JAX_CACHE", os.path.expanduser("~/.cache/pub_optax_jax")))
+  jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get("PUB_OPTAX_JAX_CACHE", os.path.expanduser("~/.cache/pub_optax_jax")),
+  )
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
   t0 = time.time()
-  splits = generate_splits(args.rows, 0, 0, seed=0, conflict=args.conflict,
-                           conversion_rate=args.conversion_rate)
+  splits = generate_splits(
+    args.rows, 0, 0, seed=0, conflict=args.conflict, conversion_rate=args.conversion_rate
+  )
   task_names = list(splits["train"].task_names)
   results = []
   for method in [m for m in args.methods.split(",") if m]:
     r = run_method(method, splits, args)
     results.append(r)
     print(f"{method}: {r['steps']} steps in {r['seconds']:.1f} s", flush=True)
-  rows = [{"method": r["method"], "level": r["level"], "cos median": r["cos_median"],
-           "cos q10": r["cos_q10"], "cos q90": r["cos_q90"],
-           **{f"sign agree {t}": a for t, a in zip(task_names, r["sign_agreement"])},
-           **{f"descent {t}": a for t, a in zip(task_names, r["descent_rate_applied"])}} for r in results]
+  rows = [
+    {
+      "method": r["method"],
+      "level": r["level"],
+      "cos median": r["cos_median"],
+      "cos q10": r["cos_q10"],
+      "cos q90": r["cos_q90"],
+      **{f"sign agree {t}": a for t, a in zip(task_names, r["sign_agreement"])},
+      **{f"descent {t}": a for t, a in zip(task_names, r["descent_rate_applied"])},
+    }
+    for r in results
+  ]
   print_table(rows, [(c, c, ".3f") if c not in ("method", "level") else c for c in rows[0]])
-  report = {"command": " ".join(["python", "benchmarks/deviation.py"] + (sys.argv[1:] if argv is None else list(argv))),
-            "arguments": vars(args), "machine": machine_info(("jax", "optax", "flax")),
-            "task_names": task_names, "seconds": time.time() - t0, "results": results}
+  report = {
+    "command": " ".join(
+      ["python", "benchmarks/deviation.py"] + (sys.argv[1:] if argv is None else list(argv))
+    ),
+    "arguments": vars(args),
+    "machine": machine_info(("jax", "optax", "flax")),
+    "task_names": task_names,
+    "seconds": time.time() - t0,
+    "results": results,
+  }
   if args.json:
     write_json(args.json, report)
   if args.png:
     plot(results, task_names, args.png)
-  print(f"total {time.time() - t0:.0f} s" + (f"; wrote {args.json}" if args.json else "")
-        + (f", {args.png}" if args.png else ""))
+  print(
+    f"total {time.time() - t0:.0f} s"
+    + (f"; wrote {args.json}" if args.json else "")
+    + (f", {args.png}" if args.png else "")
+  )
   return 0
 
 

@@ -45,22 +45,22 @@ SPEEDUP_GOAL = 300.0
 AGREEMENT_GOAL = 1e-4
 
 FULL = dict(
-    sizes=(2, 4, 8, 16, 40, 64),
-    num_matrices=5,
-    newton_repeats=300,
-    batch_size=1024,
-    batch_repeats=20,
-    ccp_repeats=10,  # timed CCP calls per K, cycling through the matrices
-    ccp_repeats_large=5,  # for K >= 40, where one original-settings call takes seconds
+  sizes=(2, 4, 8, 16, 40, 64),
+  num_matrices=5,
+  newton_repeats=300,
+  batch_size=1024,
+  batch_repeats=20,
+  ccp_repeats=10,  # timed CCP calls per K, cycling through the matrices
+  ccp_repeats_large=5,  # for K >= 40, where one original-settings call takes seconds
 )
 QUICK = dict(
-    sizes=(2, 8, 40),
-    num_matrices=2,
-    newton_repeats=50,
-    batch_size=128,
-    batch_repeats=5,
-    ccp_repeats=2,
-    ccp_repeats_large=2,
+  sizes=(2, 8, 40),
+  num_matrices=2,
+  newton_repeats=50,
+  batch_size=128,
+  batch_repeats=5,
+  ccp_repeats=2,
+  ccp_repeats_large=2,
 )
 
 
@@ -147,7 +147,10 @@ def bench_size(k: int, cfg: dict, rng: np.random.Generator) -> dict:
   row["batch_solves_per_s"] = b / t["median_s"]
 
   # The CCP with the original Nash-MTL settings: as published (non-DPP), and DPP.
-  for name, ccp in (("ccp", NashCCP.nash_mtl(k)), ("ccp_dpp", NashCCP.nash_mtl(k, parameterized=True))):
+  for name, ccp in (
+    ("ccp", NashCCP.nash_mtl(k)),
+    ("ccp_dpp", NashCCP.nash_mtl(k, parameterized=True)),
+  ):
     results = [ccp.solve(g) for g in grams]
     t = common.time_fn(_cycling(ccp.solve, grams), repeats=max(ccp_repeats, n), warmup=1)
     row[f"{name}_ms"] = t["median_s"] * 1e3
@@ -156,7 +159,7 @@ def bench_size(k: int, cfg: dict, rng: np.random.Generator) -> dict:
     row[f"{name}_status"] = dict(collections.Counter(r.status for r in results))
     row[f"{name}_stopped_by_rule"] = sum(r.converged for r in results)
     row[f"err_nash_mtl{'_dpp' if name == 'ccp_dpp' else ''}"] = max(
-        _max_rel(r.weights, w) for r, w in zip(results, ref_w)
+      _max_rel(r.weights, w) for r, w in zip(results, ref_w)
     )
   row["ccp_solver"] = NashCCP.nash_mtl(k).solver
 
@@ -169,34 +172,44 @@ def bench_size(k: int, cfg: dict, rng: np.random.Generator) -> dict:
 
 
 COLUMNS = [
-    ("K", "K"),
-    ("newton_us", "newton f32 us", ".1f"),
-    ("newton_f64_us", "f64 us", ".1f"),
-    ("batch_us", "vmap us/solve", ".2f"),
-    ("ccp_ms", "CCP orig ms", ".1f"),
-    ("ccp_iters", "iters", ""),
-    ("speedup", "speedup", ".0f"),
-    ("ccp_dpp_ms", "CCP DPP ms", ".1f"),
-    ("speedup_dpp", "vs DPP", ".0f"),
-    ("ccp_tight_ms", "tight ms", ".1f"),
-    ("err_f32", "err f32", ".1e"),
-    ("err_f64", "err f64", ".1e"),
-    ("err_nash_mtl", "err orig", ".1e"),
-    ("goal", "goal", ""),
+  ("K", "K"),
+  ("newton_us", "newton f32 us", ".1f"),
+  ("newton_f64_us", "f64 us", ".1f"),
+  ("batch_us", "vmap us/solve", ".2f"),
+  ("ccp_ms", "CCP orig ms", ".1f"),
+  ("ccp_iters", "iters", ""),
+  ("speedup", "speedup", ".0f"),
+  ("ccp_dpp_ms", "CCP DPP ms", ".1f"),
+  ("speedup_dpp", "vs DPP", ".0f"),
+  ("ccp_tight_ms", "tight ms", ".1f"),
+  ("err_f32", "err f32", ".1e"),
+  ("err_f64", "err f64", ".1e"),
+  ("err_nash_mtl", "err orig", ".1e"),
+  ("goal", "goal", ""),
 ]
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="K in {2, 8, 40}, fewer repeats (< 2 min on 2 cores)")
-  parser.add_argument("--json", metavar="PATH", help="write every figure and the configuration here")
+  parser.add_argument(
+    "--quick", action="store_true", help="K in {2, 8, 40}, fewer repeats (< 2 min on 2 cores)"
+  )
+  parser.add_argument(
+    "--json", metavar="PATH", help="write every figure and the configuration here"
+  )
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
 
   cfg = dict(QUICK if args.quick else FULL)
-  cfg.update(seed=args.seed, quick=args.quick, task_dim=1000, newton_dtype="float32",
-             speedup_goal=SPEEDUP_GOAL, agreement_goal=AGREEMENT_GOAL,
-             ccp_start="ones (cold, as the first Nash-MTL step)")
+  cfg.update(
+    seed=args.seed,
+    quick=args.quick,
+    task_dim=1000,
+    newton_dtype="float32",
+    speedup_goal=SPEEDUP_GOAL,
+    agreement_goal=AGREEMENT_GOAL,
+    ccp_start="ones (cold, as the first Nash-MTL step)",
+  )
   start = time.perf_counter()
   rng = np.random.default_rng(args.seed)
   rows = []
@@ -208,29 +221,39 @@ def main(argv=None) -> int:
     rows.append(row)
     print(f"K={k}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
 
-  info = common.machine_info(packages=("jax", "jaxlib", "numpy", "cvxpy", "clarabel", "ecos", "optax"))
+  info = common.machine_info(
+    packages=("jax", "jaxlib", "numpy", "cvxpy", "clarabel", "ecos", "optax")
+  )
   summary = dict(
-      speed_goal_met=all(r["speed_goal_met"] for r in rows),
-      agreement_goal_met=all(r["agreement_goal_met"] for r in rows),
-      min_speedup=min(r["speedup"] for r in rows),
-      min_speedup_dpp=min(r["speedup_dpp"] for r in rows),
-      max_err_f32=max(r["err_f32"] for r in rows),
-      max_err_f64=max(r["err_f64"] for r in rows),
-      max_err_nash_mtl=max(r["err_nash_mtl"] for r in rows),
+    speed_goal_met=all(r["speed_goal_met"] for r in rows),
+    agreement_goal_met=all(r["agreement_goal_met"] for r in rows),
+    min_speedup=min(r["speedup"] for r in rows),
+    min_speedup_dpp=min(r["speedup_dpp"] for r in rows),
+    max_err_f32=max(r["err_f32"] for r in rows),
+    max_err_f64=max(r["err_f64"] for r in rows),
+    max_err_nash_mtl=max(r["err_nash_mtl"] for r in rows),
   )
   wall = time.perf_counter() - start
-  print(f"\nNash solver: Newton (jax, {info.get('jax_backend')}) vs cvxpy CCP "
-        f"(Nash-MTL settings, {rows[0]['ccp_solver']}); {info['cpu_model']}, {info['cpu_count']} cores")
+  print(
+    f"\nNash solver: Newton (jax, {info.get('jax_backend')}) vs cvxpy CCP "
+    f"(Nash-MTL settings, {rows[0]['ccp_solver']}); {info['cpu_model']}, {info['cpu_count']} cores"
+  )
   common.print_table(rows, COLUMNS)
-  print(f"\nspeedup >= {SPEEDUP_GOAL:.0f}x at every K: {summary['speed_goal_met']} "
-        f"(min {summary['min_speedup']:.0f}x; {summary['min_speedup_dpp']:.0f}x against the DPP form)")
-  print(f"weights within {AGREEMENT_GOAL:g} relative of the tight CCP: {summary['agreement_goal_met']} "
-        f"(max f32 {summary['max_err_f32']:.1e}, f64 {summary['max_err_f64']:.1e}; "
-        f"original-settings CCP itself: {summary['max_err_nash_mtl']:.1e})")
+  print(
+    f"\nspeedup >= {SPEEDUP_GOAL:.0f}x at every K: {summary['speed_goal_met']} "
+    f"(min {summary['min_speedup']:.0f}x; {summary['min_speedup_dpp']:.0f}x against the DPP form)"
+  )
+  print(
+    f"weights within {AGREEMENT_GOAL:g} relative of the tight CCP: {summary['agreement_goal_met']} "
+    f"(max f32 {summary['max_err_f32']:.1e}, f64 {summary['max_err_f64']:.1e}; "
+    f"original-settings CCP itself: {summary['max_err_nash_mtl']:.1e})"
+  )
   print(f"wall time {wall:.1f}s")
   if args.json:
-    common.write_json(args.json, dict(benchmark="solver", config=cfg, machine=info, summary=summary,
-                                      rows=rows, wall_s=wall))
+    common.write_json(
+      args.json,
+      dict(benchmark="solver", config=cfg, machine=info, summary=summary, rows=rows, wall_s=wall),
+    )
     print(f"wrote {args.json}")
   return 0
 

@@ -55,7 +55,8 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +70,7 @@ except ImportError:  # python benchmarks/step.py
   import common  # type: ignore[no-redef]
 
 import pub_optax
-from pub_optax.balance import leaf_gram, resolve_shared, weighted_sum
+from pub_optax._balance import leaf_gram, resolve_shared, weighted_sum
 from pub_optax.ranking.data import generate_aliexpress
 from pub_optax.ranking.models import apply, build_model, split
 from pub_optax.ranking.train import task_losses
@@ -81,12 +82,32 @@ GOAL_EMBED_DIM = 128
 
 # (embed_dim, K) pairs: K = 2, 4, 8 at the paper's width 128, and the widths 16, 32, 64 at K = 2
 # (a full grid would double the run time; --embed-dims/--tasks run any grid).
-FULL = dict(configs=((128, 2), (128, 4), (128, 8), (64, 2), (32, 2), (16, 2)), batch_size=2048,
-            n_batches=4, n_categorical=16, n_experts=8, expert_dims=(512, 256), tower_dims=(128, 64),
-            max_cardinality=100_000, repeats=7, time_budget_s=60.0, lr=1e-3)
-QUICK = dict(configs=((8, 2), (8, 4)), batch_size=256, n_batches=2, n_categorical=4, n_experts=2,
-             expert_dims=(32,), tower_dims=(16,), max_cardinality=1000, repeats=5, time_budget_s=5.0,
-             lr=1e-3)
+FULL = dict(
+  configs=((128, 2), (128, 4), (128, 8), (64, 2), (32, 2), (16, 2)),
+  batch_size=2048,
+  n_batches=4,
+  n_categorical=16,
+  n_experts=8,
+  expert_dims=(512, 256),
+  tower_dims=(128, 64),
+  max_cardinality=100_000,
+  repeats=7,
+  time_budget_s=60.0,
+  lr=1e-3,
+)
+QUICK = dict(
+  configs=((8, 2), (8, 4)),
+  batch_size=256,
+  n_batches=2,
+  n_categorical=4,
+  n_experts=2,
+  expert_dims=(32,),
+  tower_dims=(16,),
+  max_cardinality=1000,
+  repeats=5,
+  time_budget_s=5.0,
+  lr=1e-3,
+)
 
 
 class Method(NamedTuple):
@@ -97,30 +118,52 @@ class Method(NamedTuple):
 def make_batches(cfg: dict, num_tasks: int, seed: int = 0) -> tuple[list[dict], tuple, int]:
   """``n_batches`` device-resident batches with ``num_tasks`` label columns."""
   b, n = cfg["batch_size"], cfg["n_batches"]
-  data = generate_aliexpress(b * n, seed=seed, n_categorical=cfg["n_categorical"],
-                             max_cardinality=cfg["max_cardinality"])
+  data = generate_aliexpress(
+    b * n, seed=seed, n_categorical=cfg["n_categorical"], max_cardinality=cfg["max_cardinality"]
+  )
   rng = np.random.default_rng(seed)
   columns = [data.labels[:, k % 2] for k in range(num_tasks)]
   for k in range(2, num_tasks):  # repeated labels, 5 % flipped independently per copy
     columns[k] = np.where(rng.random(len(data)) < 0.05, 1.0 - columns[k], columns[k])
   labels = np.stack(columns, axis=1).astype(np.float32)
-  batches = [dict(categorical=data.categorical[i * b:(i + 1) * b], numerical=data.numerical[i * b:(i + 1) * b],
-                  labels=labels[i * b:(i + 1) * b]) for i in range(n)]
+  batches = [
+    dict(
+      categorical=data.categorical[i * b : (i + 1) * b],
+      numerical=data.numerical[i * b : (i + 1) * b],
+      labels=labels[i * b : (i + 1) * b],
+    )
+    for i in range(n)
+  ]
   return jax.device_put(batches), data.cardinalities, data.numerical.shape[1]
 
 
-def make_model(cfg: dict, cardinalities, n_numerical: int, num_tasks: int, embed_dim: int, **kwargs):
-  return build_model("mmoe", cardinalities, n_numerical, num_tasks, rngs=nnx.Rngs(0), embed_dim=embed_dim,
-                     n_experts=cfg["n_experts"], expert_dims=cfg["expert_dims"], tower_dims=cfg["tower_dims"],
-                     **kwargs)
+def make_model(
+  cfg: dict, cardinalities, n_numerical: int, num_tasks: int, embed_dim: int, **kwargs
+):
+  return build_model(
+    "mmoe",
+    cardinalities,
+    n_numerical,
+    num_tasks,
+    rngs=nnx.Rngs(0),
+    embed_dim=embed_dim,
+    n_experts=cfg["n_experts"],
+    expert_dims=cfg["expert_dims"],
+    tower_dims=cfg["tower_dims"],
+    **kwargs,
+  )
 
 
 def carried_weights() -> pub_optax.weightings.Weighting:
   """A weighting that returns the weights kept in its state (ones), unchanged: the floor's fixed weights."""
+
   def weigh(gram, state, task_losses=None):
     del gram, task_losses
     return pub_optax.weightings.WeightingResult(state, state, jnp.zeros((), state.dtype))
-  return pub_optax.weightings.Weighting(init=lambda k, dtype: jnp.ones((k,), dtype), weigh=weigh, name="carried")
+
+  return pub_optax.weightings.Weighting(
+    init=lambda k, dtype: jnp.ones((k,), dtype), weigh=weigh, name="carried"
+  )
 
 
 def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> dict[str, Method]:
@@ -143,6 +186,7 @@ def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> d
       (losses, rest), grads = grads_fn(params, rest, batch)
       updates, state = tx.update(grads, state, params, task_losses=losses)
       return optax.apply_updates(params, updates), rest, state, losses
+
     return Method(tx.init, step)
 
   adam = optax.adam(lr)
@@ -151,6 +195,7 @@ def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> d
     def summed(p, r):
       losses, new_rest = losses_fn(p, r, batch)
       return jnp.sum(losses), (losses, new_rest)
+
     (_, (losses, rest)), grads = jax.value_and_grad(summed, has_aux=True)(params, rest)
     updates, state = adam.update(grads, state, params)
     return optax.apply_updates(params, updates), rest, state, losses
@@ -165,22 +210,38 @@ def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> d
     shared = resolve_shared(mask, params)
     (losses, rest), grads = task_grads(params, rest, batch)
     look_ahead = jax.vmap(lambda g: inner.update(g, inner_state, params)[0])(grads)
-    summed = jax.tree.map(lambda g, m: weighted_sum(weights, g) if m else jnp.sum(g, axis=0), grads, shared)
+    summed = jax.tree.map(
+      lambda g, m: weighted_sum(weights, g) if m else jnp.sum(g, axis=0), grads, shared
+    )
     committed, inner_state = inner.update(summed, inner_state, params)
-    direction = jax.tree.map(lambda d, c, m: weighted_sum(weights, d) if m else c, look_ahead, committed, shared)
+    direction = jax.tree.map(
+      lambda d, c, m: weighted_sum(weights, d) if m else c, look_ahead, committed, shared
+    )
     params = jax.tree.map(lambda p, d: p - lr * d.astype(p.dtype), params, direction)
     return params, rest, (inner_state, weights), losses
 
   return dict(
-      adam=Method(adam.init, adam_step),
-      pub=tx_step(pub_optax.pub_adam(lr, num_tasks=num_tasks, shared=mask)),
-      floor=Method(floor_init, floor_step),
-      nash=tx_step(pub_optax.balance(optax.scale_by_adam(), pub_optax.weightings.nash(), lr,
-                                     num_tasks=num_tasks, level="gradient", shared=mask)),
-      pub_sparse=tx_step(pub_optax.pub_adam(lr, num_tasks=num_tasks, shared=mask), sparse_task_grads),
-      floor_sparse=tx_step(pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask),
-                           sparse_task_grads),
-      floor_balance=tx_step(pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask)),
+    adam=Method(adam.init, adam_step),
+    pub=tx_step(pub_optax.pub_adam(lr, num_tasks=num_tasks, shared=mask)),
+    floor=Method(floor_init, floor_step),
+    nash=tx_step(
+      pub_optax.balance(
+        optax.scale_by_adam(),
+        pub_optax.weightings.nash(),
+        lr,
+        num_tasks=num_tasks,
+        level="gradient",
+        shared=mask,
+      )
+    ),
+    pub_sparse=tx_step(pub_optax.pub_adam(lr, num_tasks=num_tasks, shared=mask), sparse_task_grads),
+    floor_sparse=tx_step(
+      pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask),
+      sparse_task_grads,
+    ),
+    floor_balance=tx_step(
+      pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask)
+    ),
   )
 
 
@@ -189,7 +250,9 @@ def memory_mb(compiled) -> float:
   m = compiled.memory_analysis()
   if m is None:
     return float("nan")
-  total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  total = (
+    m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  )
   return total / 2**20
 
 
@@ -206,7 +269,11 @@ class Runner:
     state = method.init(params)
     rest = jax.tree.map(jnp.copy, rest)
     start = time.perf_counter()
-    self.compiled = jax.jit(method.step, donate_argnums=(0, 1, 2)).lower(params, rest, state, batches[0]).compile()
+    self.compiled = (
+      jax.jit(method.step, donate_argnums=(0, 1, 2))
+      .lower(params, rest, state, batches[0])
+      .compile()
+    )
     self.compile_s = time.perf_counter() - start
     self.carry = (params, rest, state)
     self.batches = batches
@@ -227,9 +294,13 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
   mask = model.shared_mask()
   shared = resolve_shared(mask, params)
   sizes = [x.size for x in jax.tree.leaves(params)]
-  row = dict(embed_dim=embed_dim, num_tasks=num_tasks, params_m=sum(sizes) / 1e6,
-             shared_params_m=sum(s for s, m in zip(sizes, jax.tree.leaves(shared)) if m) / 1e6,
-             embedding_params_m=sum(cardinalities) * embed_dim / 1e6)
+  row = dict(
+    embed_dim=embed_dim,
+    num_tasks=num_tasks,
+    params_m=sum(sizes) / 1e6,
+    shared_params_m=sum(s for s, m in zip(sizes, jax.tree.leaves(shared)) if m) / 1e6,
+    embedding_params_m=sum(cardinalities) * embed_dim / 1e6,
+  )
   runners = {}
   names = METHODS + (("floor_balance",) if cfg.get("balance_floor") else ())
   methods = make_methods(graph, mask, num_tasks, cfg["lr"], model.embedding_lookups())
@@ -248,18 +319,26 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
   for r in range(cfg["repeats"]):
     if r >= 3 and time.perf_counter() - start > cfg["time_budget_s"]:
       break
-    for name in names[r % len(names):] + names[:r % len(names)]:
+    for name in names[r % len(names) :] + names[: r % len(names)]:
       samples[name].append(common.time_fn(runners[name], repeats=1, warmup=0)["median_s"])
   for name in names:
     row[f"{name}_s"] = statistics.median(samples[name])
   row["rounds"] = len(samples["adam"])
   ratio = lambda a, b: statistics.median(x / y for x, y in zip(samples[a], samples[b]))
-  row.update(pub_over_adam=ratio("pub", "adam"), pub_over_floor=ratio("pub", "floor"),
-             nash_over_adam=ratio("nash", "adam"), floor_over_adam=ratio("floor", "adam"),
-             sparse_over_adam=ratio("pub_sparse", "adam"), sparse_over_floor=ratio("pub_sparse", "floor_sparse"),
-             sparse_over_pub=ratio("pub_sparse", "pub"))
+  row.update(
+    pub_over_adam=ratio("pub", "adam"),
+    pub_over_floor=ratio("pub", "floor"),
+    nash_over_adam=ratio("nash", "adam"),
+    floor_over_adam=ratio("floor", "adam"),
+    sparse_over_adam=ratio("pub_sparse", "adam"),
+    sparse_over_floor=ratio("pub_sparse", "floor_sparse"),
+    sparse_over_pub=ratio("pub_sparse", "pub"),
+  )
   if "floor_balance" in names:
-    row.update(pub_over_floor_balance=ratio("pub", "floor_balance"), floor_balance_over_floor=ratio("floor_balance", "floor"))
+    row.update(
+      pub_over_floor_balance=ratio("pub", "floor_balance"),
+      floor_balance_over_floor=ratio("floor_balance", "floor"),
+    )
   row["samples_s"] = samples
   row.update(gram_times(params, shared, num_tasks))
   return row
@@ -269,7 +348,7 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
   """The Gram matrix of K random task vectors over the shared leaves, by each reduction.
 
   ``gram_matmul_s`` / ``gram_lanes_s``: median seconds of the jitted reduction
-  (``pub_optax.balance.leaf_gram``) summed over the shared leaves; the ``auto`` choice in
+  (``pub_optax._balance.leaf_gram``) summed over the shared leaves; the ``auto`` choice in
   the PUB step above is ``gram_auto`` (lanes on CPU; small leaves always take the matmul).
   """
   leaves = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(shared)) if m]
@@ -286,18 +365,28 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
 
 
 COLUMNS = [
-    ("embed_dim", "dim"), ("num_tasks", "K"), ("params_m", "params M", ".2f"),
-    ("adam_s", "adam s", ".3f"), ("pub_s", "pub s", ".3f"), ("floor_s", "floor s", ".3f"),
-    ("nash_s", "nash s", ".3f"),
-    ("pub_over_adam", "(a) pub/adam", ".2f"), ("pub_over_floor", "(b) pub/floor", ".3f"),
-    ("nash_over_adam", "(c) nash/adam", ".2f"),
-    ("pub_sparse_s", "sparse s", ".3f"), ("sparse_over_adam", "sparse/adam", ".2f"),
-    ("sparse_over_floor", "sparse/floor_sp", ".3f"), ("sparse_over_pub", "sparse/pub", ".2f"),
-    ("mem_adam_mb", "mem adam MB", ".0f"), ("mem_pub_mb", "mem pub MB", ".0f"),
-    ("mem_floor_mb", "mem floor MB", ".0f"), ("mem_nash_mb", "mem nash MB", ".0f"),
-    ("mem_pub_sparse_mb", "mem sparse MB", ".0f"),
-    ("rounds", "rounds"),
-    ("gram_matmul_s", "gram matmul s", ".4f"), ("gram_lanes_s", "gram lanes s", ".4f"),
+  ("embed_dim", "dim"),
+  ("num_tasks", "K"),
+  ("params_m", "params M", ".2f"),
+  ("adam_s", "adam s", ".3f"),
+  ("pub_s", "pub s", ".3f"),
+  ("floor_s", "floor s", ".3f"),
+  ("nash_s", "nash s", ".3f"),
+  ("pub_over_adam", "(a) pub/adam", ".2f"),
+  ("pub_over_floor", "(b) pub/floor", ".3f"),
+  ("nash_over_adam", "(c) nash/adam", ".2f"),
+  ("pub_sparse_s", "sparse s", ".3f"),
+  ("sparse_over_adam", "sparse/adam", ".2f"),
+  ("sparse_over_floor", "sparse/floor_sp", ".3f"),
+  ("sparse_over_pub", "sparse/pub", ".2f"),
+  ("mem_adam_mb", "mem adam MB", ".0f"),
+  ("mem_pub_mb", "mem pub MB", ".0f"),
+  ("mem_floor_mb", "mem floor MB", ".0f"),
+  ("mem_nash_mb", "mem nash MB", ".0f"),
+  ("mem_pub_sparse_mb", "mem sparse MB", ".0f"),
+  ("rounds", "rounds"),
+  ("gram_matmul_s", "gram matmul s", ".4f"),
+  ("gram_lanes_s", "gram lanes s", ".4f"),
 ]
 
 
@@ -305,28 +394,43 @@ def summarize(rows: list[dict]) -> dict:
   goal_rows = [r for r in rows if r["embed_dim"] == GOAL_EMBED_DIM] or rows
   at_two = [r["pub_over_adam"] for r in goal_rows if r["num_tasks"] == 2]
   return dict(
-      goal_embed_dim=goal_rows[0]["embed_dim"],
-      max_pub_over_floor=max(r["pub_over_floor"] for r in goal_rows),
-      floor_goal=FLOOR_GOAL,
-      floor_goal_met=all(r["pub_over_floor"] <= FLOOR_GOAL for r in goal_rows),
-      pub_over_adam_k2=at_two[0] if at_two else None,
-      adam_goal=ADAM_GOAL,
-      adam_goal_met=bool(at_two) and at_two[0] <= ADAM_GOAL,
-      max_pub_over_floor_all_dims=max(r["pub_over_floor"] for r in rows),
-      max_sparse_over_floor=max(r["sparse_over_floor"] for r in goal_rows),
-      sparse_over_adam_k2=next((r["sparse_over_adam"] for r in goal_rows if r["num_tasks"] == 2), None),
+    goal_embed_dim=goal_rows[0]["embed_dim"],
+    max_pub_over_floor=max(r["pub_over_floor"] for r in goal_rows),
+    floor_goal=FLOOR_GOAL,
+    floor_goal_met=all(r["pub_over_floor"] <= FLOOR_GOAL for r in goal_rows),
+    pub_over_adam_k2=at_two[0] if at_two else None,
+    adam_goal=ADAM_GOAL,
+    adam_goal_met=bool(at_two) and at_two[0] <= ADAM_GOAL,
+    max_pub_over_floor_all_dims=max(r["pub_over_floor"] for r in rows),
+    max_sparse_over_floor=max(r["sparse_over_floor"] for r in goal_rows),
+    sparse_over_adam_k2=next(
+      (r["sparse_over_adam"] for r in goal_rows if r["num_tasks"] == 2), None
+    ),
   )
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="small model, K in {2, 4}, few rounds (< 2 min)")
-  parser.add_argument("--json", metavar="PATH", help="write every figure and the configuration here")
-  parser.add_argument("--embed-dims", type=int, nargs="+", help="run the grid of these widths x --tasks")
-  parser.add_argument("--tasks", type=int, nargs="+", help="run the grid of --embed-dims x these task counts")
-  parser.add_argument("--rounds", type=int, help="time exactly this many rounds per configuration (no time budget)")
-  parser.add_argument("--balance-floor", action="store_true",
-                      help="also time the dense floor built from balance (floor_balance)")
+  parser.add_argument(
+    "--quick", action="store_true", help="small model, K in {2, 4}, few rounds (< 2 min)"
+  )
+  parser.add_argument(
+    "--json", metavar="PATH", help="write every figure and the configuration here"
+  )
+  parser.add_argument(
+    "--embed-dims", type=int, nargs="+", help="run the grid of these widths x --tasks"
+  )
+  parser.add_argument(
+    "--tasks", type=int, nargs="+", help="run the grid of --embed-dims x these task counts"
+  )
+  parser.add_argument(
+    "--rounds", type=int, help="time exactly this many rounds per configuration (no time budget)"
+  )
+  parser.add_argument(
+    "--balance-floor",
+    action="store_true",
+    help="also time the dense floor built from balance (floor_balance)",
+  )
   args = parser.parse_args(argv)
   cfg = dict(QUICK if args.quick else FULL, quick=args.quick, balance_floor=args.balance_floor)
   if args.rounds:
@@ -341,26 +445,45 @@ def main(argv=None) -> int:
   for embed_dim, num_tasks in cfg["configs"]:
     t0 = time.perf_counter()
     rows.append(bench_config(cfg, embed_dim, num_tasks))
-    print(f"dim={embed_dim} K={num_tasks}: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+    print(
+      f"dim={embed_dim} K={num_tasks}: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True
+    )
   info = common.machine_info(packages=("jax", "jaxlib", "numpy", "optax", "flax"))
   summary = summarize(rows)
   wall = time.perf_counter() - start
-  print(f"\nPUB training step vs plain Adam, the floor and gradient-level Nash-MTL "
-        f"({info.get('jax_backend')}, {info['cpu_model']}, {info['cpu_count']} cores); "
-        f"MMoE {cfg['n_experts']}x{cfg['expert_dims']}, towers {cfg['tower_dims']}, batch {cfg['batch_size']}")
-  common.print_table(rows, COLUMNS + ([("pub_over_floor_balance", "pub/floor_bal", ".3f"),
-                                       ("floor_balance_over_floor", "floor_bal/floor", ".3f")]
-                                      if args.balance_floor else []))
+  print(
+    f"\nPUB training step vs plain Adam, the floor and gradient-level Nash-MTL "
+    f"({info.get('jax_backend')}, {info['cpu_model']}, {info['cpu_count']} cores); "
+    f"MMoE {cfg['n_experts']}x{cfg['expert_dims']}, towers {cfg['tower_dims']}, batch {cfg['batch_size']}"
+  )
+  common.print_table(
+    rows,
+    COLUMNS
+    + (
+      [
+        ("pub_over_floor_balance", "pub/floor_bal", ".3f"),
+        ("floor_balance_over_floor", "floor_bal/floor", ".3f"),
+      ]
+      if args.balance_floor
+      else []
+    ),
+  )
   print("memory: compiled memory_analysis, argument + output + temp - aliased (MB)")
-  print(f"\nat embed dim {summary['goal_embed_dim']}: (b) pub/floor <= {FLOOR_GOAL} for every K: "
-        f"{summary['floor_goal_met']} (max {summary['max_pub_over_floor']:.3f}); (a) pub/adam <= {ADAM_GOAL} "
-        f"at K=2: {summary['adam_goal_met']} ({summary['pub_over_adam_k2']})")
-  print(f"row-sparse embeddings: pub_sparse/floor_sparse max {summary['max_sparse_over_floor']:.3f}; "
-        f"pub_sparse/adam at K=2: {summary['sparse_over_adam_k2']}")
+  print(
+    f"\nat embed dim {summary['goal_embed_dim']}: (b) pub/floor <= {FLOOR_GOAL} for every K: "
+    f"{summary['floor_goal_met']} (max {summary['max_pub_over_floor']:.3f}); (a) pub/adam <= {ADAM_GOAL} "
+    f"at K=2: {summary['adam_goal_met']} ({summary['pub_over_adam_k2']})"
+  )
+  print(
+    f"row-sparse embeddings: pub_sparse/floor_sparse max {summary['max_sparse_over_floor']:.3f}; "
+    f"pub_sparse/adam at K=2: {summary['sparse_over_adam_k2']}"
+  )
   print(f"wall time {wall:.1f}s")
   if args.json:
-    common.write_json(args.json, dict(benchmark="step", config=cfg, machine=info, summary=summary, rows=rows,
-                                      wall_s=wall))
+    common.write_json(
+      args.json,
+      dict(benchmark="step", config=cfg, machine=info, summary=summary, rows=rows, wall_s=wall),
+    )
     print(f"wrote {args.json}")
   return 0
 

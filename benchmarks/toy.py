@@ -44,7 +44,7 @@ try:  # python -m benchmarks.toy
 except ImportError:  # python benchmarks/toy.py
   import common  # type: ignore[no-redef]
 
-from pub_optax.methods import make_method, method_names
+from pub_optax._methods import make_method, method_names
 from pub_optax.toy import OPTIMUM_LOSS, STARTS, optimize, toy_losses
 
 OPTIMUM_TOL = 0.1
@@ -60,8 +60,12 @@ PUB_SCALINGS = ("pub_rms", "pub_raw", "pub_convex")
 QUICK_METHODS = ("equal", "pub_rms", "nash_mtl", "famo")
 PAPER_STOPPERS = ("nash_mtl", "cagrad", "imtl_g", "famo")  # stop at Pareto points in Fig. 2
 
-FULL = dict(num_steps=35_000, record_every=100, lr=1e-3, dtypes=("float64", "float32"), refresh=(1, 10))
-QUICK = dict(num_steps=5_000, record_every=50, lr=1e-3, dtypes=("float64", "float32"), refresh=(1, 10))
+FULL = dict(
+  num_steps=35_000, record_every=100, lr=1e-3, dtypes=("float64", "float32"), refresh=(1, 10)
+)
+QUICK = dict(
+  num_steps=5_000, record_every=50, lr=1e-3, dtypes=("float64", "float32"), refresh=(1, 10)
+)
 
 
 def configs(quick: bool) -> list[dict]:
@@ -70,7 +74,9 @@ def configs(quick: bool) -> list[dict]:
   runs = [dict(label=n, method=n, hyper=dict(TOY_HYPER.get(n, {}))) for n in names]
   for n in PUB_SCALINGS:
     if n in names:
-      runs.append(dict(label=f"{n}@10", method=n, hyper=dict(TOY_HYPER.get(n, {}), refresh_every=10)))
+      runs.append(
+        dict(label=f"{n}@10", method=n, hyper=dict(TOY_HYPER.get(n, {}), refresh_every=10))
+      )
   return runs
 
 
@@ -83,8 +89,15 @@ def run_config(cfg: dict, dtype_name: str, num_steps: int, record_every: int, lr
     final, losses, path = optimize(tx, STARTS, num_steps, record_every=record_every, dtype=dtype)
     final, losses, path = jax.device_get((final, losses, path))
     wall = time.perf_counter() - start
-  path = np.concatenate([np.asarray(STARTS, np.float64)[:, None, :], np.asarray(path, np.float64)], axis=1)
-  return dict(final_x=np.asarray(final, np.float64), losses=np.asarray(losses, np.float64), path=path, wall_s=wall)
+  path = np.concatenate(
+    [np.asarray(STARTS, np.float64)[:, None, :], np.asarray(path, np.float64)], axis=1
+  )
+  return dict(
+    final_x=np.asarray(final, np.float64),
+    losses=np.asarray(losses, np.float64),
+    path=path,
+    wall_s=wall,
+  )
 
 
 # ----------------------------------------------------------------------------- Pareto front
@@ -93,7 +106,9 @@ def run_config(cfg: dict, dtype_name: str, num_steps: int, record_every: int, lr
 def _losses_np(x1, x2):
   """``toy_losses`` on numpy grids, in float64 (the package's formulas, vmapped)."""
   with jax.enable_x64(True):
-    x = jnp.stack([jnp.asarray(x1, jnp.float64).ravel(), jnp.asarray(x2, jnp.float64).ravel()], axis=1)
+    x = jnp.stack(
+      [jnp.asarray(x1, jnp.float64).ravel(), jnp.asarray(x2, jnp.float64).ravel()], axis=1
+    )
     l = np.asarray(jax.jit(jax.vmap(toy_losses))(x))
   return l[:, 0].reshape(np.shape(x1)), l[:, 1].reshape(np.shape(x1))
 
@@ -140,12 +155,27 @@ def make_rows(results: list[dict], front) -> list[dict]:
     opt = finite & np.all(np.abs(losses - OPTIMUM_LOSS) < OPTIMUM_TOL, axis=1)
     gap = np.where(finite, front_gap(np.nan_to_num(losses, nan=1e9), front), np.inf)
     on_front = finite & (gap < FRONT_TOL)
-    rows.append(dict(
-        method=res["label"], registry_name=res["method"], hyper=res["hyper"], dtype=res["dtype"],
-        starts=[list(s) for s in STARTS], final_x=res["final_x"].tolist(), final_losses=losses.tolist(),
-        reached_optimum=opt.tolist(), on_front=on_front.tolist(), front_gap=gap.tolist(),
-        n_optimum=int(opt.sum()), n_front=int(on_front.sum()), wall_s=res["wall_s"],
-        **{f"s{i}": f"{l[0]:7.2f},{l[1]:7.2f} {_mark(o, p)}" for i, (l, o, p) in enumerate(zip(losses, opt, on_front))}))
+    rows.append(
+      dict(
+        method=res["label"],
+        registry_name=res["method"],
+        hyper=res["hyper"],
+        dtype=res["dtype"],
+        starts=[list(s) for s in STARTS],
+        final_x=res["final_x"].tolist(),
+        final_losses=losses.tolist(),
+        reached_optimum=opt.tolist(),
+        on_front=on_front.tolist(),
+        front_gap=gap.tolist(),
+        n_optimum=int(opt.sum()),
+        n_front=int(on_front.sum()),
+        wall_s=res["wall_s"],
+        **{
+          f"s{i}": f"{l[0]:7.2f},{l[1]:7.2f} {_mark(o, p)}"
+          for i, (l, o, p) in enumerate(zip(losses, opt, on_front))
+        },
+      )
+    )
   return rows
 
 
@@ -160,17 +190,25 @@ def summarize(rows: list[dict]) -> dict:
     for name in PAPER_STOPPERS:
       r = by.get((name, dtype))
       if r:
-        front_l1 = [l[0] for l, p, o in zip(r["final_losses"], r["on_front"], r["reached_optimum"]) if p and not o]
+        front_l1 = [
+          l[0]
+          for l, p, o in zip(r["final_losses"], r["on_front"], r["reached_optimum"])
+          if p and not o
+        ]
         claims[f"{name}_stops_at_start_dependent_pareto_points"] = bool(
-            r["n_front"] == len(STARTS) and r["n_optimum"] < len(STARTS)
-            and len(front_l1) >= 2 and np.ptp(front_l1) > 1.0)
+          r["n_front"] == len(STARTS)
+          and r["n_optimum"] < len(STARTS)
+          and len(front_l1) >= 2
+          and np.ptp(front_l1) > 1.0
+        )
     eq = by.get(("equal", dtype))
     if eq:
       stalled = [tuple(s) for s, o in zip(eq["starts"], eq["reached_optimum"]) if not o]
       claims["equal_stalls_from"] = stalled
       claims["equal_stalls_where_paper_says"] = stalled == [(-8.5, 7.5), (9.0, 9.0)]
     claims["methods_reaching_optimum_from_all_starts"] = [
-        r["method"] for r in rows if r["dtype"] == dtype and r["n_optimum"] == len(STARTS)]
+      r["method"] for r in rows if r["dtype"] == dtype and r["n_optimum"] == len(STARTS)
+    ]
     if claims:
       out[dtype] = claims
   return out
@@ -201,7 +239,16 @@ def plot(results: list[dict], front, path: str, title: str) -> None:
       ax.plot(p[:, 0], p[:, 1], "-", color=colors[i], lw=1.3, zorder=3)
       ax.plot(p[0, 0], p[0, 1], "o", color=colors[i], ms=3.5, zorder=4)
       end = "*" if res["opt"][i] else ("s" if res["on_front"][i] else "x")
-      ax.plot(p[-1, 0], p[-1, 1], end, color=colors[i], mec="k", mew=0.5, ms=7 if end == "*" else 5, zorder=5)
+      ax.plot(
+        p[-1, 0],
+        p[-1, 1],
+        end,
+        color=colors[i],
+        mec="k",
+        mew=0.5,
+        ms=7 if end == "*" else 5,
+        zorder=5,
+      )
     ax.plot(0.0, -8.355, "+", color="red", ms=9, mew=1.5, zorder=6)
     ax.set_xlim(-LIMIT, LIMIT)
     ax.set_ylim(-LIMIT, LIMIT)
@@ -209,33 +256,54 @@ def plot(results: list[dict], front, path: str, title: str) -> None:
     ax.set_yticks([-10, 0, 10])
     ax.tick_params(labelsize=7)
     ax.set_aspect("equal")
-    ax.set_title(f"{res['label']}  ({int(np.sum(res['opt']))}/5 opt, {int(np.sum(res['on_front']))}/5 front)",
-                 fontsize=8)
+    ax.set_title(
+      f"{res['label']}  ({int(np.sum(res['opt']))}/5 opt, {int(np.sum(res['on_front']))}/5 front)",
+      fontsize=8,
+    )
   for ax in list(axes.flat)[n:]:
     ax.axis("off")
-  fig.suptitle(title + "\ncontours: L1+L2; cyan: Pareto set; red +: joint optimum; "
-               "o start, * joint optimum, ■ on the front, x neither", fontsize=9)
+  fig.suptitle(
+    title + "\ncontours: L1+L2; cyan: Pareto set; red +: joint optimum; "
+    "o start, * joint optimum, ■ on the front, x neither",
+    fontsize=9,
+  )
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=85)
   plt.close(fig)
 
 
-COLUMNS = [("method", "method"), ("dtype", "dtype")] + [
-    (f"s{i}", f"({s[0]:g}, {s[1]:g})") for i, s in enumerate(STARTS)] + [
-    ("n_optimum", "opt"), ("n_front", "front"), ("wall_s", "s", ".1f")]
+COLUMNS = (
+  [("method", "method"), ("dtype", "dtype")]
+  + [(f"s{i}", f"({s[0]:g}, {s[1]:g})") for i, s in enumerate(STARTS)]
+  + [("n_optimum", "opt"), ("n_front", "front"), ("wall_s", "s", ".1f")]
+)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="4 methods, 5,000 steps (< 2 min; a smoke test, not the paper's setting)")
-  parser.add_argument("--json", metavar="PATH", help="write every figure and the configuration here")
-  parser.add_argument("--png", metavar="PATH", help="write the trajectory figure (float64 runs) here")
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="4 methods, 5,000 steps (< 2 min; a smoke test, not the paper's setting)",
+  )
+  parser.add_argument(
+    "--json", metavar="PATH", help="write every figure and the configuration here"
+  )
+  parser.add_argument(
+    "--png", metavar="PATH", help="write the trajectory figure (float64 runs) here"
+  )
   args = parser.parse_args(argv)
-  cfg = dict(QUICK if args.quick else FULL, quick=args.quick, optimum_loss=OPTIMUM_LOSS,
-             optimum_tol=OPTIMUM_TOL, front_tol=FRONT_TOL, front_grid=FRONT_GRID, starts=STARTS,
-             toy_hyper=TOY_HYPER)
+  cfg = dict(
+    QUICK if args.quick else FULL,
+    quick=args.quick,
+    optimum_loss=OPTIMUM_LOSS,
+    optimum_tol=OPTIMUM_TOL,
+    front_tol=FRONT_TOL,
+    front_grid=FRONT_GRID,
+    starts=STARTS,
+    toy_hyper=TOY_HYPER,
+  )
   runs = configs(args.quick)
   cfg["methods"] = [r["label"] for r in runs]
   start = time.perf_counter()
@@ -244,7 +312,9 @@ def main(argv=None) -> int:
   for dtype in cfg["dtypes"]:
     for run in runs:
       res = run_config(run, dtype, cfg["num_steps"], cfg["record_every"], cfg["lr"])
-      results.append(dict(res, label=run["label"], method=run["method"], hyper=run["hyper"], dtype=dtype))
+      results.append(
+        dict(res, label=run["label"], method=run["method"], hyper=run["hyper"], dtype=dtype)
+      )
       print(f"  {run['label']:>14} {dtype}: {res['wall_s']:.1f}s", file=sys.stderr, flush=True)
   rows = make_rows(results, front)
   for res, row in zip(results, rows):
@@ -252,11 +322,14 @@ def main(argv=None) -> int:
   summary = summarize(rows)
   wall = time.perf_counter() - start
   info = common.machine_info(packages=("jax", "jaxlib", "numpy", "optax"))
-  setting = (f"{cfg['num_steps']:,} steps, Adam-based methods at lr {cfg['lr']:g}"
-             + ("  [--quick: NOT the paper's setting of 35,000 steps]" if args.quick else ""))
+  setting = f"{cfg['num_steps']:,} steps, Adam-based methods at lr {cfg['lr']:g}" + (
+    "  [--quick: NOT the paper's setting of 35,000 steps]" if args.quick else ""
+  )
   print(f"\nPUB paper toy (Fig. 2): final (L1, L2) per start; {setting}")
-  print(f"O: both losses within {OPTIMUM_TOL} of {OPTIMUM_LOSS} (joint optimum); P: on the Pareto front "
-        f"(no point improves both losses by > {FRONT_TOL}); -: neither. '@10': weights refreshed every 10 steps.")
+  print(
+    f"O: both losses within {OPTIMUM_TOL} of {OPTIMUM_LOSS} (joint optimum); P: on the Pareto front "
+    f"(no point improves both losses by > {FRONT_TOL}); -: neither. '@10': weights refreshed every 10 steps."
+  )
   common.print_table(rows, COLUMNS)
   for dtype, claims in summary.items():
     print(f"{dtype}: " + "; ".join(f"{k}={v}" for k, v in claims.items()))
@@ -266,8 +339,10 @@ def main(argv=None) -> int:
     plot(f64, front, args.png, f"PUB paper toy, {cfg['dtypes'][0]}, {setting}")
     print(f"wrote {args.png}")
   if args.json:
-    common.write_json(args.json, dict(benchmark="toy", config=cfg, machine=info, rows=rows, summary=summary,
-                                      wall_s=wall))
+    common.write_json(
+      args.json,
+      dict(benchmark="toy", config=cfg, machine=info, rows=rows, summary=summary, wall_s=wall),
+    )
     print(f"wrote {args.json}")
   return 0
 

@@ -40,7 +40,9 @@ def toy_losses(x):
   return jnp.stack([f1 * c1 + h1 * c2, f2 * c1 + h2 * c2])
 
 
-def optimize(tx, starts=STARTS, num_steps: int = 35_000, *, record_every: int = 0, dtype=jnp.float32):
+def optimize(
+  tx, starts=STARTS, num_steps: int = 35_000, *, record_every: int = 0, dtype=jnp.float32
+):
   """Runs a multi-task transformation on the toy from every start, jitted and vmapped.
 
   Args:
@@ -58,7 +60,7 @@ def optimize(tx, starts=STARTS, num_steps: int = 35_000, *, record_every: int = 
   """
   import jax
 
-  from pub_optax.grads import value_and_task_grads
+  from pub_optax._grads import value_and_task_grads
 
   task_grads = value_and_task_grads(toy_losses)
 

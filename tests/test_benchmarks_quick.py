@@ -19,9 +19,18 @@ def _run(script: str, tmp_path) -> dict:
   out = tmp_path / f"{script}.json"
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
   env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, os.path.join("benchmarks", f"{script}.py"), "--quick", "--json", str(out)],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
-  assert proc.returncode == 0, f"{script}.py --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+  proc = subprocess.run(
+    [sys.executable, os.path.join("benchmarks", f"{script}.py"), "--quick", "--json", str(out)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=400,
+    check=False,
+  )
+  assert proc.returncode == 0, (
+    f"{script}.py --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+  )
   assert out.exists(), proc.stdout
   result = json.loads(out.read_text())
   assert result["benchmark"] == script
@@ -34,7 +43,10 @@ def _run(script: str, tmp_path) -> dict:
 
 def _positive(row: dict, keys) -> None:
   for key in keys:
-    assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, (key, row)
+    assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, (
+      key,
+      row,
+    )
 
 
 @pytest.mark.skipif(not os.path.exists(SOLVER), reason="benchmarks/solver.py not written yet")
@@ -51,15 +63,34 @@ def test_solver_quick(tmp_path):
 def test_step_quick(tmp_path):
   result = _run("step", tmp_path)
   cfg = result["config"]
-  assert [[r["embed_dim"], r["num_tasks"]] for r in result["rows"]] == [list(c) for c in cfg["configs"]]
+  assert [[r["embed_dim"], r["num_tasks"]] for r in result["rows"]] == [
+    list(c) for c in cfg["configs"]
+  ]
   for row in result["rows"]:
-    _positive(row, ["params_m", "pub_over_adam", "pub_over_floor", "nash_over_adam", "floor_over_adam",
-                    "sparse_over_adam", "sparse_over_floor", "sparse_over_pub"])
+    _positive(
+      row,
+      [
+        "params_m",
+        "pub_over_adam",
+        "pub_over_floor",
+        "nash_over_adam",
+        "floor_over_adam",
+        "sparse_over_adam",
+        "sparse_over_floor",
+        "sparse_over_pub",
+      ],
+    )
     for method in ("adam", "pub", "floor", "nash", "pub_sparse", "floor_sparse"):
       _positive(row, [f"{method}_s", f"mem_{method}_mb", f"compile_{method}_s"])
       assert len(row["samples_s"][method]) == row["rounds"] >= 3
-  assert set(result["summary"]) >= {"floor_goal_met", "adam_goal_met", "max_pub_over_floor", "pub_over_adam_k2",
-                                    "max_sparse_over_floor", "sparse_over_adam_k2"}
+  assert set(result["summary"]) >= {
+    "floor_goal_met",
+    "adam_goal_met",
+    "max_pub_over_floor",
+    "pub_over_adam_k2",
+    "max_sparse_over_floor",
+    "sparse_over_adam_k2",
+  }
 
 
 def test_scaling_quick(tmp_path):
@@ -78,8 +109,12 @@ def _run_plain(script: str, tmp_path) -> dict:
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg")
   env.pop("XLA_FLAGS", None)
   args = [sys.executable, os.path.join("benchmarks", f"{script}.py"), "--quick", "--json", str(out)]
-  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
-  assert proc.returncode == 0, f"{script}.py --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+  proc = subprocess.run(
+    args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+  )
+  assert proc.returncode == 0, (
+    f"{script}.py --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+  )
   return json.loads(out.read_text())
 
 
@@ -87,7 +122,9 @@ def test_toy_quick(tmp_path):
   result = _run_plain("toy", tmp_path)
   assert result["config"]["quick"] is True
   for row in result["rows"]:
-    assert len(row["final_losses"]) == 5 and all(math.isfinite(v) for pair in row["final_losses"] for v in pair)
+    assert len(row["final_losses"]) == 5 and all(
+      math.isfinite(v) for pair in row["final_losses"] for v in pair
+    )
 
 
 def test_deviation_quick(tmp_path):
@@ -113,14 +150,28 @@ def test_ranking_runs_unchanged_on_aliexpress_csv_files(tmp_path):
 
   data_dir = tmp_path / "AliExpress_NL"
   data_dir.mkdir()
-  write_aliexpress_csv(generate_aliexpress(1500, seed=1, stream=0, conversion_rate=0.3), data_dir / "train.csv")
-  write_aliexpress_csv(generate_aliexpress(500, seed=1, stream=2, conversion_rate=0.3), data_dir / "test.csv")
+  write_aliexpress_csv(
+    generate_aliexpress(1500, seed=1, stream=0, conversion_rate=0.3), data_dir / "train.csv"
+  )
+  write_aliexpress_csv(
+    generate_aliexpress(500, seed=1, stream=2, conversion_rate=0.3), data_dir / "test.csv"
+  )
   out = tmp_path / "ranking.json"
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg")
   env.pop("XLA_FLAGS", None)
-  args = [sys.executable, os.path.join("benchmarks", "ranking.py"), "--quick", "--no-multi-fashion",
-          "--data", f"aliexpress:{data_dir}", "--json", str(out)]
-  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  args = [
+    sys.executable,
+    os.path.join("benchmarks", "ranking.py"),
+    "--quick",
+    "--no-multi-fashion",
+    "--data",
+    f"aliexpress:{data_dir}",
+    "--json",
+    str(out),
+  ]
+  proc = subprocess.run(
+    args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+  )
   assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
   result = json.loads(out.read_text())
   setting = f"aliexpress:{data_dir}"

@@ -42,7 +42,9 @@ def test_has_aux_and_argnums_tuple():
     losses = _losses(params, x)
     return losses, {"mean": losses.mean()}
 
-  (losses, aux), (gp, gx) = pub_optax.value_and_task_grads(f, argnums=(0, 1), has_aux=True)(PARAMS, X)
+  (losses, aux), (gp, gx) = pub_optax.value_and_task_grads(f, argnums=(0, 1), has_aux=True)(
+    PARAMS, X
+  )
   assert float(aux["mean"]) == pytest.approx(float(losses.mean()))
   assert gx.shape == (3,) + X.shape
   ref = jax.jacrev(lambda x: _losses(PARAMS, x))(X)
@@ -56,7 +58,9 @@ def test_jit_and_dtype():
 
 
 def test_errors():
-  with pytest.raises(ValueError, match=r"vector of K task losses with shape \(K,\), got shape \(\)"):
+  with pytest.raises(
+    ValueError, match=r"vector of K task losses with shape \(K,\), got shape \(\)"
+  ):
     pub_optax.value_and_task_grads(lambda p: jnp.sum(p))(jnp.ones(3))
   with pytest.raises(ValueError, match="zero task losses"):
     pub_optax.value_and_task_grads(lambda p: p[:0])(jnp.ones(3))

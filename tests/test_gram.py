@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pub_optax.balance import gram_matrix, leaf_gram
+from pub_optax._balance import gram_matrix, leaf_gram
 
 
 @pytest.mark.parametrize("k,n", [(2, 1 << 15), (5, 3 * 1024 * 16), (3, 40_000), (4, 1000)])
@@ -35,9 +35,11 @@ def test_float64_leaves_stay_float64_and_bad_reduction_is_named(x64):
 
 def test_gram_matrix_sums_the_masked_leaves():
   rng = np.random.default_rng(1)
-  tree = {"big": jnp.asarray(rng.normal(size=(2, 256, 256)), jnp.float32),
-          "small": jnp.asarray(rng.normal(size=(2, 7)), jnp.float32),
-          "head": jnp.asarray(rng.normal(size=(2, 9)), jnp.float32)}
+  tree = {
+    "big": jnp.asarray(rng.normal(size=(2, 256, 256)), jnp.float32),
+    "small": jnp.asarray(rng.normal(size=(2, 7)), jnp.float32),
+    "head": jnp.asarray(rng.normal(size=(2, 9)), jnp.float32),
+  }
   mask = {"big": True, "small": True, "head": False}
   flat = np.concatenate([np.asarray(tree["big"]).reshape(2, -1), np.asarray(tree["small"])], axis=1)
   np.testing.assert_allclose(np.asarray(gram_matrix(tree, mask)), flat @ flat.T, rtol=2e-5)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pub_optax.losses import famo, uncertainty
-from pub_optax.methods import make_method
+from pub_optax._losses import famo, uncertainty
+from pub_optax._methods import make_method
 
 
 def _run(weighting, losses_seq):
@@ -55,7 +55,9 @@ def test_famo_lowers_the_weight_of_the_task_whose_loss_drops_faster():
 
 def test_famo_min_losses_keep_negative_losses_finite():
   w = famo(min_losses=-21.0, gamma=0.0)
-  _, weights = _run(w, np.array([[-15.0, -10.0], [-16.0, -10.5], [-30.0, -11.0]]))  # -30 < min: clamped
+  _, weights = _run(
+    w, np.array([[-15.0, -10.0], [-16.0, -10.5], [-30.0, -11.0]])
+  )  # -30 < min: clamped
   weights = np.asarray(weights)
   assert np.all(np.isfinite(weights))
   np.testing.assert_allclose(weights[0], np.array([1 / 6, 1 / 11]) / (1 / 6 + 1 / 11), rtol=1e-5)

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import pub_optax
-from pub_optax.manipulation import adatask, clip_factors, clippy_adam, scale_by_clippy_adam
+from pub_optax._manipulation import adatask, clip_factors, clippy_adam, scale_by_clippy_adam
 
 
 def _grads(seed, steps, k=3):
@@ -36,7 +36,9 @@ def test_adatask_equals_independent_adams_summed_on_shared_params():
       u, states[i] = a.update(jax.tree.map(lambda x: x[i], g_t), s, params)
       expected = jax.tree.map(jnp.add, expected, u)
     for key in params:
-      np.testing.assert_allclose(np.asarray(updates[key]), np.asarray(expected[key]), rtol=1e-5, atol=1e-8)
+      np.testing.assert_allclose(
+        np.asarray(updates[key]), np.asarray(expected[key]), rtol=1e-5, atol=1e-8
+      )
 
 
 def test_clippy_update_respects_the_bound_and_is_adam_far_from_it():
@@ -44,8 +46,10 @@ def test_clippy_update_respects_the_bound_and_is_adam_far_from_it():
   tx = clippy_adam(lr, lambda_rel=rel, lambda_abs=absolute)
   adam = optax.adam(lr)
   rng = np.random.default_rng(0)
-  params = {"small": jnp.asarray(rng.standard_normal(5) * 0.01, jnp.float32),
-            "large": jnp.asarray(rng.standard_normal(5) * 100.0 + 500.0, jnp.float32)}
+  params = {
+    "small": jnp.asarray(rng.standard_normal(5) * 0.01, jnp.float32),
+    "large": jnp.asarray(rng.standard_normal(5) * 100.0 + 500.0, jnp.float32),
+  }
   s_clip, s_adam = tx.init(params), adam.init(params)
   step_clip, step_adam = jax.jit(tx.update), jax.jit(adam.update)
   for _ in range(5):
@@ -54,14 +58,18 @@ def test_clippy_update_respects_the_bound_and_is_adam_far_from_it():
     u_adam, s_adam = step_adam(g, s_adam, params)
     bound = rel * np.abs(np.asarray(params["small"])) + absolute
     assert np.all(np.abs(np.asarray(u_clip["small"])) <= bound * (1 + 1e-5))
-    assert np.max(np.abs(np.asarray(u_clip["small"])) / bound) == pytest.approx(1.0, rel=1e-5)  # binding
+    assert np.max(np.abs(np.asarray(u_clip["small"])) / bound) == pytest.approx(
+      1.0, rel=1e-5
+    )  # binding
     # The clip is one factor per tensor: the direction is Adam's.
     ratio = np.asarray(u_clip["small"]) / np.asarray(u_adam["small"])
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
     # Far from the bound (|w| ~ 500): exactly Adam, and the moments are Adam's (unclipped).
     np.testing.assert_allclose(np.asarray(u_clip["large"]), np.asarray(u_adam["large"]), rtol=1e-6)
     params = jax.tree.map(jnp.add, params, u_clip)
-  np.testing.assert_allclose(np.asarray(s_clip[0].mu["small"]), np.asarray(s_adam[0].mu["small"]), rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(s_clip[0].mu["small"]), np.asarray(s_adam[0].mu["small"]), rtol=1e-6
+  )
 
 
 def test_clip_factors_and_schedule():
@@ -80,8 +88,9 @@ def test_clip_factors_and_schedule():
 def test_clippy_as_the_per_task_direction_of_pub():
   """pub(scale_by_clippy_adam(lr), lr): every per-task look-ahead and the joint step respect the bound."""
   lr, rel, absolute = 0.5, 0.01, 1e-4
-  tx = pub_optax.pub(scale_by_clippy_adam(lr, lambda_rel=rel, lambda_abs=absolute), lr,
-                     num_tasks=2, scaling="convex")
+  tx = pub_optax.pub(
+    scale_by_clippy_adam(lr, lambda_rel=rel, lambda_abs=absolute), lr, num_tasks=2, scaling="convex"
+  )
   params = jnp.asarray([1.0, -2.0, 3.0])
   state = tx.init(params)
   updates, state = jax.jit(tx.update)(jnp.array([[1.0, 0.0, 2.0], [-3.0, 1.0, 0.0]]), state, params)

@@ -6,12 +6,30 @@ import numpy as np
 import pytest
 
 from pub_optax import toy
-from pub_optax.grads import value_and_task_grads
-from pub_optax.methods import METHODS, make_method, method_names
+from pub_optax._grads import value_and_task_grads
+from pub_optax._methods import METHODS, make_method, method_names
 
-REQUIRED = ("equal", "pub", "pub_rms", "pub_raw", "pub_convex", "pub_adatask", "pub_clippy", "nash_mtl", "mgda",
-            "imtl_g", "upgrad", "pcgrad", "cagrad", "aligned_mtl", "rlw", "uncertainty", "famo",
-            "adatask", "clippy_adam")
+REQUIRED = (
+  "equal",
+  "pub",
+  "pub_rms",
+  "pub_raw",
+  "pub_convex",
+  "pub_adatask",
+  "pub_clippy",
+  "nash_mtl",
+  "mgda",
+  "imtl_g",
+  "upgrad",
+  "pcgrad",
+  "cagrad",
+  "aligned_mtl",
+  "rlw",
+  "uncertainty",
+  "famo",
+  "adatask",
+  "clippy_adam",
+)
 
 PARAMS = {"shared": jnp.array([0.5, -1.0, 2.0]), "head": jnp.array([[1.0, 0.0], [0.0, 1.0]])}
 SHARED = {"shared": True, "head": False}
@@ -20,7 +38,10 @@ SHARED = {"shared": True, "head": False}
 def _task_losses(p):
   """Two tasks sharing `shared`, each with its own row of `head`."""
   z = jnp.tanh(p["shared"][:2] * p["shared"][2])
-  return jnp.stack([jnp.sum((p["head"][0] * z - 1.0) ** 2), jnp.sum((p["head"][1] * z + 0.5) ** 2)]) + 0.1
+  return (
+    jnp.stack([jnp.sum((p["head"][0] * z - 1.0) ** 2), jnp.sum((p["head"][1] * z + 0.5) ** 2)])
+    + 0.1
+  )
 
 
 def test_registry_lists_every_required_method_with_metadata():
@@ -73,7 +94,9 @@ def test_injected_learning_rate_gives_the_same_steps_and_one_program_for_every_r
 
   for lr in (1e-2, 3e-1):
     baked, _, _ = run(make_method(name, lr, num_tasks=2, shared=SHARED))
-    injected, state, _ = run(make_method(name, lr, num_tasks=2, shared=SHARED, inject_learning_rate=True))
+    injected, state, _ = run(
+      make_method(name, lr, num_tasks=2, shared=SHARED, inject_learning_rate=True)
+    )
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(lr)
     for a, b in zip(jax.tree.leaves(baked), jax.tree.leaves(injected)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=1e-7)
@@ -91,11 +114,13 @@ def test_injected_learning_rate_gives_the_same_steps_and_one_program_for_every_r
 
 
 def test_pub_is_its_default_scaling_by_name():
-  from pub_optax.pub import DEFAULT_SCALING
+  from pub_optax._pub import DEFAULT_SCALING
 
   assert DEFAULT_SCALING in ("rms", "convex", "raw")
   grads = jax.tree.map(lambda p: jnp.stack([p, -0.5 * p + 0.1]), PARAMS)
-  default, named = (make_method(n, 1e-2, num_tasks=2, shared=SHARED) for n in ("pub", f"pub_{DEFAULT_SCALING}"))
+  default, named = (
+    make_method(n, 1e-2, num_tasks=2, shared=SHARED) for n in ("pub", f"pub_{DEFAULT_SCALING}")
+  )
   a, _ = default.update(grads, default.init(PARAMS), PARAMS)
   b, _ = named.update(grads, named.init(PARAMS), PARAMS)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -138,7 +163,11 @@ _task_grads = value_and_task_grads(toy.toy_losses)
 
 def _final_cosines(xs):
   g = np.asarray(jax.vmap(lambda x: _task_grads(x)[1])(xs), np.float64)
-  return np.sum(g[:, 0] * g[:, 1], axis=1) / np.linalg.norm(g[:, 0], axis=1) / np.linalg.norm(g[:, 1], axis=1)
+  return (
+    np.sum(g[:, 0] * g[:, 1], axis=1)
+    / np.linalg.norm(g[:, 0], axis=1)
+    / np.linalg.norm(g[:, 1], axis=1)
+  )
 
 
 def _run_toy(name, **hyper):
@@ -147,10 +176,15 @@ def _run_toy(name, **hyper):
   return np.asarray(losses, np.float64), _final_cosines(xs)
 
 
-@pytest.mark.parametrize("name,hyper,spread,off", [
-    ("nash_mtl", {}, 8.0, 3), ("imtl_g", {}, 8.0, 3), ("mgda", {}, 8.0, 4),
+@pytest.mark.parametrize(
+  "name,hyper,spread,off",
+  [
+    ("nash_mtl", {}, 8.0, 3),
+    ("imtl_g", {}, 8.0, 3),
+    ("mgda", {}, 8.0, 4),
     ("famo", {"min_losses": -21.0, "gamma": 0.0}, 2.5, 2),  # the official FAMO toy settings
-])
+  ],
+)
 def test_toy_stops_at_start_dependent_pareto_points(name, hyper, spread, off):
   """Nash-MTL, IMTL-G, MGDA and FAMO reach the Pareto front (opposite task gradients) from every
   start, but at points that depend on the start and differ from the joint optimum for several

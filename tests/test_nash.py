@@ -146,8 +146,8 @@ def test_zero_gram_gives_ones(x64):
 def test_cancelling_tasks_give_finite_positive_flagged_weights(x64, dtype):
   rng = np.random.default_rng(6)
   cases = [
-      np.array([[1.0, 0.0], [-2.0, 0.0]]),  # opposite updates
-      np.array([[1.0, 2.0], [3.0, -1.0], [-4.0, -1.0]]),  # d3 = -(d1 + d2)
+    np.array([[1.0, 0.0], [-2.0, 0.0]]),  # opposite updates
+    np.array([[1.0, 2.0], [3.0, -1.0], [-4.0, -1.0]]),  # d3 = -(d1 + d2)
   ]
   a = rng.standard_normal((3, 10))
   cases.append(np.concatenate([a, -a.sum(0, keepdims=True) * 0.5], 0))  # 2 d4 = -(d1+d2+d3)

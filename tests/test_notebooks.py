@@ -26,11 +26,19 @@ def _kernel_for_this_python(tmp_path, monkeypatch):
   """A ``python3`` kernelspec that runs ``sys.executable``, found first through JUPYTER_PATH."""
   spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
   spec_dir.mkdir(parents=True)
-  spec = dict(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-              display_name="Python 3 (pub_optax tests)", language="python")
+  spec = dict(
+    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    display_name="Python 3 (pub_optax tests)",
+    language="python",
+  )
   (spec_dir / "kernel.json").write_text(json.dumps(spec))
-  monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
-      [str(tmp_path / "jupyter")] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]))
+  monkeypatch.setenv(
+    "JUPYTER_PATH",
+    os.pathsep.join(
+      [str(tmp_path / "jupyter")]
+      + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    ),
+  )
 
 
 @pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks in notebooks/")
@@ -46,12 +54,22 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
   nb = nbformat.read(str(copy), as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
-                                   resources={"metadata": {"path": str(workdir)}})
+  client = nbclient.NotebookClient(
+    nb,
+    timeout=600,
+    kernel_name="python3",
+    allow_errors=False,
+    resources={"metadata": {"path": str(workdir)}},
+  )
   try:
     client.execute()
   except nbclient.exceptions.CellExecutionError as err:
     pytest.fail(f"{os.path.basename(path)}: a cell raised\n{str(err)[-4000:]}")
-  errors = [out for cell in nb.cells if cell.cell_type == "code"
-            for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+  errors = [
+    out
+    for cell in nb.cells
+    if cell.cell_type == "code"
+    for out in cell.get("outputs", [])
+    if out.get("output_type") == "error"
+  ]
   assert not errors, f"{os.path.basename(path)}: error outputs {[e.get('ename') for e in errors]}"

@@ -20,8 +20,8 @@ def _task_grads(seed, params=None, k=K):
   params = _params() if params is None else params
   keys = jax.random.split(jax.random.PRNGKey(seed), 2)
   return {
-      "shared": jax.random.normal(keys[0], (k,) + params["shared"].shape),
-      "head": jax.random.normal(keys[1], (k,) + params["head"].shape),
+    "shared": jax.random.normal(keys[0], (k,) + params["shared"].shape),
+    "head": jax.random.normal(keys[1], (k,) + params["head"].shape),
   }
 
 
@@ -50,7 +50,9 @@ def test_single_task_with_convex_scaling_is_the_inner_optimizer():
 def test_identical_task_gradients_with_convex_scaling_are_the_inner_optimizer():
   params = _params()
   grads = [jax.tree.map(lambda g: jnp.repeat(g[:1], K, axis=0), _task_grads(s)) for s in range(5)]
-  got, _ = _run(pub_optax.pub_adam(1e-2, num_tasks=K, scaling="convex", shared=SHARED_MASK), grads, params)
+  got, _ = _run(
+    pub_optax.pub_adam(1e-2, num_tasks=K, scaling="convex", shared=SHARED_MASK), grads, params
+  )
   # Shared leaves: Adam on the common gradient; task-specific: Adam on the sum (K g).
   want, _ = _run(optax.adam(1e-2), [jax.tree.map(lambda g: g[0], g) for g in grads], params)
   for a, b in zip(got, want):
@@ -73,10 +75,14 @@ def test_rms_scaling_gives_unit_rms_per_shared_coordinate():
   params = {"w": jnp.zeros(50)}
   lr = 0.01
   tx = pub_optax.pub_adam(lr, num_tasks=K, scaling="rms")
-  updates, state = tx.update({"w": jax.random.normal(jax.random.PRNGKey(0), (K, 50))}, tx.init(params), params)
+  updates, state = tx.update(
+    {"w": jax.random.normal(jax.random.PRNGKey(0), (K, 50))}, tx.init(params), params
+  )
   rms = float(jnp.sqrt(jnp.mean(updates["w"] ** 2)))
   assert rms == pytest.approx(lr, rel=1e-4)
-  np.testing.assert_allclose(state.weights, np.asarray(state.weighting) * np.sqrt(50 / K), rtol=1e-6)
+  np.testing.assert_allclose(
+    state.weights, np.asarray(state.weighting) * np.sqrt(50 / K), rtol=1e-6
+  )
 
 
 def test_update_is_the_nash_weighted_sum_of_vmapped_adam_lookaheads():
@@ -98,7 +104,10 @@ def test_update_is_the_nash_weighted_sum_of_vmapped_adam_lookaheads():
     np.testing.assert_allclose(updates["shared"], -lr * alpha_hat @ flat, rtol=2e-4, atol=1e-7)
     np.testing.assert_allclose(state.weights, alpha_hat, rtol=2e-4)
     summed = jax.tree.map(lambda x: jnp.sum(x, 0), g)
-    weighted = {"shared": jnp.tensordot(jnp.asarray(alpha_hat, jnp.float32), g["shared"], 1), "head": summed["head"]}
+    weighted = {
+      "shared": jnp.tensordot(jnp.asarray(alpha_hat, jnp.float32), g["shared"], 1),
+      "head": summed["head"],
+    }
     head_step, ref_state = inner.update(weighted, ref_state, params)
     np.testing.assert_allclose(updates["head"], -lr * head_step["head"], rtol=1e-5, atol=1e-7)
     params = optax.apply_updates(params, updates)
@@ -111,8 +120,14 @@ def nash_weights_np(g):
   k = g.shape[0]
   obj = lambda a: 0.5 * a @ g @ a - np.sum(np.log(a))
   jac = lambda a: g @ a - 1.0 / a
-  res = minimize(obj, np.ones(k) / np.sqrt(np.trace(g)), jac=jac, method="L-BFGS-B",
-                 bounds=[(1e-12, None)] * k, options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000})
+  res = minimize(
+    obj,
+    np.ones(k) / np.sqrt(np.trace(g)),
+    jac=jac,
+    method="L-BFGS-B",
+    bounds=[(1e-12, None)] * k,
+    options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000},
+  )
   return res.x
 
 
@@ -134,7 +149,11 @@ def test_callable_shared_mask_matches_pytree_mask():
   params = _params()
   grads = [_task_grads(s) for s in range(3)]
   a, _ = _run(pub_optax.pub_adam(1e-2, num_tasks=K, shared=SHARED_MASK), grads, params)
-  b, _ = _run(pub_optax.pub_adam(1e-2, num_tasks=K, shared=lambda p: {"shared": True, "head": False}), grads, params)
+  b, _ = _run(
+    pub_optax.pub_adam(1e-2, num_tasks=K, shared=lambda p: {"shared": True, "head": False}),
+    grads,
+    params,
+  )
   jax.tree.map(np.testing.assert_array_equal, a[-1], b[-1])
 
 
@@ -157,17 +176,25 @@ def test_weight_decay_is_applied_once_per_step():
   params = _params()
   g = _task_grads(0)
   lr, wd = 0.1, 0.01
-  plain, _ = pub_optax.pub_adam(lr, num_tasks=K).update(g, pub_optax.pub_adam(lr, num_tasks=K).init(params), params)
+  plain, _ = pub_optax.pub_adam(lr, num_tasks=K).update(
+    g, pub_optax.pub_adam(lr, num_tasks=K).init(params), params
+  )
   tx = pub_optax.pub_adam(lr, num_tasks=K, weight_decay=wd)
   decayed, _ = tx.update(g, tx.init(params), params)
-  jax.tree.map(lambda a, b, p: np.testing.assert_allclose(a - b, -lr * wd * p, rtol=1e-5, atol=1e-8),
-               decayed, plain, params)
+  jax.tree.map(
+    lambda a, b, p: np.testing.assert_allclose(a - b, -lr * wd * p, rtol=1e-5, atol=1e-8),
+    decayed,
+    plain,
+    params,
+  )
 
 
 def test_per_task_state_balances_independent_adam_updates():
   params = _params()
   lr = 0.05
-  tx = pub_optax.pub(optax.scale_by_adam(), lr, num_tasks=K, per_task_state=True, scaling="raw", shared=SHARED_MASK)
+  tx = pub_optax.pub(
+    optax.scale_by_adam(), lr, num_tasks=K, per_task_state=True, scaling="raw", shared=SHARED_MASK
+  )
   state = tx.init(params)
   assert state.inner.mu["shared"].shape == (K, 16)
   refs = [optax.scale_by_adam() for _ in range(K)]
@@ -180,21 +207,34 @@ def test_per_task_state_balances_independent_adam_updates():
       dk, ref_states[k] = refs[k].update(jax.tree.map(lambda x: x[k], g), ref_states[k], params)
       d.append(dk)
     w = np.asarray(state.weights)
-    np.testing.assert_allclose(updates["shared"], -lr * sum(w[k] * d[k]["shared"] for k in range(K)), rtol=1e-5)
-    np.testing.assert_allclose(updates["head"], -lr * sum(d[k]["head"] for k in range(K)), rtol=1e-5)
+    np.testing.assert_allclose(
+      updates["shared"], -lr * sum(w[k] * d[k]["shared"] for k in range(K)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+      updates["head"], -lr * sum(d[k]["head"] for k in range(K)), rtol=1e-5
+    )
 
 
 def test_gradient_level_with_convex_equal_weights_is_adam_on_the_mean():
   params = _params()
-  equal = pub_optax.weightings.stateless("equal", lambda g: jnp.full(g.shape[0], 1.0 / g.shape[0], g.dtype))
-  tx = pub_optax.balance(optax.scale_by_adam(), equal, 1e-2, num_tasks=K, level="gradient", shared=SHARED_MASK)
+  equal = pub_optax.weightings.stateless(
+    "equal", lambda g: jnp.full(g.shape[0], 1.0 / g.shape[0], g.dtype)
+  )
+  tx = pub_optax.balance(
+    optax.scale_by_adam(), equal, 1e-2, num_tasks=K, level="gradient", shared=SHARED_MASK
+  )
   grads = [_task_grads(s) for s in range(4)]
   got, _ = _run(tx, grads, params)
-  want, _ = _run(optax.adam(1e-2), [{"shared": g["shared"].mean(0), "head": g["head"].sum(0)} for g in grads], params)
+  want, _ = _run(
+    optax.adam(1e-2),
+    [{"shared": g["shared"].mean(0), "head": g["head"].sum(0)} for g in grads],
+    params,
+  )
   np.testing.assert_allclose(got[-1]["shared"], want[-1]["shared"], rtol=1e-5)
 
 
 # ---------------------------------------------------------------- optax interplay
+
 
 def test_no_recompilation_on_second_jitted_call():
   params = _params()
@@ -265,14 +305,17 @@ def test_params_dtype_is_preserved(dtype):
 def test_inject_hyperparams_learning_rate():
   params = _params()
   g = _task_grads(0)
-  tx = optax.inject_hyperparams(pub_optax.pub_adam)(learning_rate=1e-2, num_tasks=K, shared=SHARED_MASK)
+  tx = optax.inject_hyperparams(pub_optax.pub_adam)(
+    learning_rate=1e-2, num_tasks=K, shared=SHARED_MASK
+  )
   state = tx.init(params)
   u1, _ = jax.jit(tx.update)(g, state, params)
   state.hyperparams["learning_rate"] = jnp.asarray(2e-2)
   u2, _ = jax.jit(tx.update)(g, state, params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(b, 2 * a, rtol=1e-6), u1, u2)
   plain, _ = pub_optax.pub_adam(1e-2, num_tasks=K, shared=SHARED_MASK).update(
-      g, pub_optax.pub_adam(1e-2, num_tasks=K).init(params), params)
+    g, pub_optax.pub_adam(1e-2, num_tasks=K).init(params), params
+  )
   # Float hyper-parameters become float32 arrays under inject_hyperparams, which
   # moves Adam's bias correction by a few float32 ulps.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4), u1, plain)
@@ -280,7 +323,9 @@ def test_inject_hyperparams_learning_rate():
 
 def test_schedule_learning_rate():
   params = {"w": jnp.zeros(4)}
-  tx = pub_optax.pub_adam(optax.piecewise_constant_schedule(1.0, {1: 0.5}), num_tasks=2, scaling="raw")
+  tx = pub_optax.pub_adam(
+    optax.piecewise_constant_schedule(1.0, {1: 0.5}), num_tasks=2, scaling="raw"
+  )
   state = tx.init(params)
   norms = []
   for s in range(2):
@@ -353,17 +398,24 @@ def test_map_params_init_is_a_noop():
 def test_unknown_extra_args_are_accepted():
   params = _params()
   tx = pub_optax.pub_adam(1e-2, num_tasks=K)
-  updates, _ = tx.update(_task_grads(0), tx.init(params), params, value=jnp.ones(()), something_else=3)
+  updates, _ = tx.update(
+    _task_grads(0), tx.init(params), params, value=jnp.ones(()), something_else=3
+  )
   assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 
 # ---------------------------------------------------------------- bad input
 
+
 def test_error_gradients_without_task_axis():
   params = _params()
   tx = pub_optax.pub_adam(1e-2, num_tasks=4)
   with pytest.raises(ValueError, match=r"\['shared'\].*leading axis 4|leading axis"):
-    tx.update(jax.tree.map(lambda p: jnp.ones((4,) + p.shape[1:]) if p.ndim > 1 else p, params), tx.init(params), params)
+    tx.update(
+      jax.tree.map(lambda p: jnp.ones((4,) + p.shape[1:]) if p.ndim > 1 else p, params),
+      tx.init(params),
+      params,
+    )
   tx2 = pub_optax.pub_adam(1e-2, num_tasks=4)
   with pytest.raises(ValueError, match="missing task axis"):
     p = {"w": jnp.zeros((4, 4))}

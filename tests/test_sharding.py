@@ -47,7 +47,8 @@ def _child() -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from jax.sharding import Mesh, NamedSharding  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec as P
 
   import pub_optax  # pylint: disable=import-outside-toplevel
   from pub_optax.ranking.data import generate_aliexpress, iterate_batches  # pylint: disable=import-outside-toplevel
@@ -57,10 +58,22 @@ def _child() -> dict:
   devices = jax.devices()
   assert len(devices) == DEVICES, devices
   data = generate_aliexpress(BATCH * 4, seed=0, max_cardinality=2000, conversion_rate=0.2)
-  model = build_model("mmoe", data.cardinalities, data.numerical.shape[1], 2, rngs=nnx.Rngs(0),
-                      embed_dim=8, n_experts=3, expert_dims=(32,), tower_dims=(16,), norm="layer",
-                      dropout=0.0)
-  trainer = Trainer(model, pub_optax.pub_adam(1e-3, eps=1e-6, num_tasks=2, shared=model.shared_mask()))
+  model = build_model(
+    "mmoe",
+    data.cardinalities,
+    data.numerical.shape[1],
+    2,
+    rngs=nnx.Rngs(0),
+    embed_dim=8,
+    n_experts=3,
+    expert_dims=(32,),
+    tower_dims=(16,),
+    norm="layer",
+    dropout=0.0,
+  )
+  trainer = Trainer(
+    model, pub_optax.pub_adam(1e-3, eps=1e-6, num_tasks=2, shared=model.shared_mask())
+  )
   host_batches = list(iterate_batches(data, BATCH, shuffle=True, seed=0))
 
   def train(place_state, place_batch, guard, trainer=trainer):
@@ -79,13 +92,20 @@ def _child() -> dict:
 
   mesh = Mesh(np.array(devices), ("data",))
   replicated, by_rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  sharded, sharded_weights, batches = train(lambda tree: jax.device_put(tree, replicated),
-                                          lambda tree: jax.device_put(tree, by_rows), "disallow")
+  sharded, sharded_weights, batches = train(
+    lambda tree: jax.device_put(tree, replicated),
+    lambda tree: jax.device_put(tree, by_rows),
+    "disallow",
+  )
 
   # Row-sparse embedding gradients (tables of up to 2000 ids > 256 rows per batch) on the same mesh.
   sparse_trainer = Trainer(model, trainer.tx, sparse_embeddings=True)
-  sparse, _, _ = train(lambda tree: jax.device_put(tree, replicated), lambda tree: jax.device_put(tree, by_rows),
-                       "disallow", sparse_trainer)
+  sparse, _, _ = train(
+    lambda tree: jax.device_put(tree, replicated),
+    lambda tree: jax.device_put(tree, by_rows),
+    "disallow",
+    sparse_trainer,
+  )
 
   try:  # the guard is live: a batch still on the host is refused
     with jax.transfer_guard("disallow"):
@@ -93,36 +113,53 @@ def _child() -> dict:
     guard_refused_host_batch = False
   except Exception:  # noqa: BLE001 - jax raises a plain RuntimeError-like error here
     guard_refused_host_batch = True
-  single_np, sharded_np, sparse_np, start = jax.device_get((single, sharded, sparse, trainer.params))
-  diffs = {jax.tree_util.keystr(path): float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
-           for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(single_np), jax.tree.leaves(sharded_np))}
-  norm_diffs = [float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
-                for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(sharded_np))]
-  sparse_norm_diffs = [float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
-                       for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(sparse_np))]
-  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(start)))
+  single_np, sharded_np, sparse_np, start = jax.device_get(
+    (single, sharded, sparse, trainer.params)
+  )
+  diffs = {
+    jax.tree_util.keystr(path): float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+    for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(single_np), jax.tree.leaves(sharded_np)
+    )
+  }
+  norm_diffs = [
+    float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+    for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(sharded_np))
+  ]
+  sparse_norm_diffs = [
+    float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+    for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(sparse_np))
+  ]
+  moved = max(
+    float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(single_np), jax.tree.leaves(start))
+  )
   return dict(
-      max_rel_diff=max(diffs.values()),
-      max_norm_rel_diff=max(norm_diffs),
-      sparse_max_norm_rel_diff=max(sparse_norm_diffs),
-      worst_leaf=max(diffs, key=diffs.get),
-      max_param_move=moved,
-      weights_single=np.asarray(single_weights).tolist(),
-      weights_sharded=np.asarray(sharded_weights).tolist(),
-      guard_refused_host_batch=guard_refused_host_batch,
-      params_replicated=all(x.sharding.is_fully_replicated for x in jax.tree.leaves(sharded)),
-      params_devices=sorted({len(x.sharding.device_set) for x in jax.tree.leaves(sharded)}),
-      batch_rows_per_device=sorted({s.data.shape[0] for s in batches[0]["labels"].addressable_shards}),
+    max_rel_diff=max(diffs.values()),
+    max_norm_rel_diff=max(norm_diffs),
+    sparse_max_norm_rel_diff=max(sparse_norm_diffs),
+    worst_leaf=max(diffs, key=diffs.get),
+    max_param_move=moved,
+    weights_single=np.asarray(single_weights).tolist(),
+    weights_sharded=np.asarray(sharded_weights).tolist(),
+    guard_refused_host_batch=guard_refused_host_batch,
+    params_replicated=all(x.sharding.is_fully_replicated for x in jax.tree.leaves(sharded)),
+    params_devices=sorted({len(x.sharding.device_set) for x in jax.tree.leaves(sharded)}),
+    batch_rows_per_device=sorted(
+      {s.data.shape[0] for s in batches[0]["labels"].addressable_shards}
+    ),
   )
 
 
 @pytest.fixture(scope="module")
 def result():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600,
-                        check=False)
+  proc = subprocess.run(
+    [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600, check=False
+  )
   assert proc.returncode == 0, f"child failed:\n{proc.stdout}\n{proc.stderr[-5000:]}"
   return json.loads(proc.stdout.strip().splitlines()[-1])
 

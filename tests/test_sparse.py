@@ -21,20 +21,29 @@ def _losses(params, ids, x):
   """K task losses that read the table rows ``ids`` and a dense weight vector."""
   emb = params["table"][ids].sum(axis=1)  # (B, DIM)
   h = jnp.tanh(emb * params["w"][:DIM] + x)
-  heads = jnp.stack([h[:, 0] + h[:, 1], h[:, 1] * params["w"][DIM], jnp.sin(h[:, 2] - h[:, 0])], axis=1)
+  heads = jnp.stack(
+    [h[:, 0] + h[:, 1], h[:, 1] * params["w"][DIM], jnp.sin(h[:, 2] - h[:, 0])], axis=1
+  )
   return jnp.mean(jnp.square(heads - jnp.arange(K)), axis=0)
 
 
 def _batches(steps, seed=0):
   rng = np.random.default_rng(seed)
-  return [(jnp.asarray(rng.integers(0, NUM_ROWS, (BATCH, 2))), jnp.asarray(rng.normal(size=(BATCH, DIM)), jnp.float32))
-          for _ in range(steps)]
+  return [
+    (
+      jnp.asarray(rng.integers(0, NUM_ROWS, (BATCH, 2))),
+      jnp.asarray(rng.normal(size=(BATCH, DIM)), jnp.float32),
+    )
+    for _ in range(steps)
+  ]
 
 
 def _params(seed=1):
   rng = np.random.default_rng(seed)
-  return {"table": jnp.asarray(rng.normal(size=(NUM_ROWS, DIM)), jnp.float32),
-          "w": jnp.asarray(rng.normal(size=(DIM + 1,)), jnp.float32)}
+  return {
+    "table": jnp.asarray(rng.normal(size=(NUM_ROWS, DIM)), jnp.float32),
+    "w": jnp.asarray(rng.normal(size=(DIM + 1,)), jnp.float32),
+  }
 
 
 def _dense_grads(params, ids, x):
@@ -66,7 +75,9 @@ def _train(tx, grads_fn, steps=6):
 def _assert_same_training(tx, steps=6, rtol=2e-5, atol=2e-6):
   dense_params, dense_state = _train(tx, _dense_grads, steps)
   sparse_params, sparse_state = _train(tx, _sparse_grads, steps)
-  for a, b in zip(jax.tree.leaves((dense_params, dense_state)), jax.tree.leaves((sparse_params, sparse_state))):
+  for a, b in zip(
+    jax.tree.leaves((dense_params, dense_state)), jax.tree.leaves((sparse_params, sparse_state))
+  ):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=rtol, atol=atol)
   return dense_params
 
@@ -77,27 +88,44 @@ TABLE_ONLY = {"table": True, "w": False}
 @pytest.mark.parametrize("scaling", ["convex", "rms", "raw"])
 @pytest.mark.parametrize("shared", [None, TABLE_ONLY, {"table": False, "w": True}])
 def test_pub_matches_dense(scaling, shared):
-  params = _assert_same_training(pub_optax.pub_adam(0.05, num_tasks=K, shared=shared, scaling=scaling))
+  params = _assert_same_training(
+    pub_optax.pub_adam(0.05, num_tasks=K, shared=shared, scaling=scaling)
+  )
   assert not np.allclose(params["table"], _params()["table"])  # it trained
 
 
-@pytest.mark.parametrize("inner", [
-    optax.scale_by_rms(), optax.trace(0.9), optax.scale_by_lion(),
+@pytest.mark.parametrize(
+  "inner",
+  [
+    optax.scale_by_rms(),
+    optax.trace(0.9),
+    optax.scale_by_lion(),
     optax.chain(optax.clip_by_global_norm(0.5), optax.scale_by_adam()),
     optax.scale_by_adam(nesterov=True),
-], ids=["rms", "momentum", "lion", "clip_adam", "nadam"])
+  ],
+  ids=["rms", "momentum", "lion", "clip_adam", "nadam"],
+)
 def test_coordinatewise_inner_optimizers_match_dense(inner):
   _assert_same_training(pub_optax.pub(inner, 0.02, num_tasks=K, shared=TABLE_ONLY))
 
 
-@pytest.mark.parametrize("name", ["equal", "nash_mtl", "mgda", "pcgrad", "imtl_g", "pub_fixed", "famo", "rlw"])
+@pytest.mark.parametrize(
+  "name", ["equal", "nash_mtl", "mgda", "pcgrad", "imtl_g", "pub_fixed", "famo", "rlw"]
+)
 def test_registry_methods_match_dense(name):
   _assert_same_training(pub_optax.make_method(name, 0.02, num_tasks=K, shared=TABLE_ONLY))
 
 
 def test_refresh_weight_decay_and_injected_rate_match_dense():
-  tx = pub_optax.make_method("pub", 0.05, num_tasks=K, shared=TABLE_ONLY, refresh_every=3,
-                             weight_decay=1e-2, inject_learning_rate=True)
+  tx = pub_optax.make_method(
+    "pub",
+    0.05,
+    num_tasks=K,
+    shared=TABLE_ONLY,
+    refresh_every=3,
+    weight_decay=1e-2,
+    inject_learning_rate=True,
+  )
   _assert_same_training(tx, steps=7)
 
 
@@ -114,6 +142,7 @@ def test_no_dense_task_copy_of_the_table_is_built():
   def step(grads_fn):
     def f(params, state):
       return tx.update(grads_fn(params, ids, x), state, params)
+
     return jax.jit(f).lower(params, tx.init(params)).as_text()
 
   task_copy = f"{K}x{NUM_ROWS}x{DIM}xf32"
@@ -135,6 +164,7 @@ def test_lookup_under_jit_with_static_size():
   @jax.jit
   def rows(ids):
     return lookup_rows(ids, num_rows=100, size=5).rows
+
   assert rows(jnp.array([4, 4, 1])).tolist() == [1, 4, 100, 100, 100]
 
 
@@ -143,12 +173,15 @@ def test_row_sparse_todense():
   np.testing.assert_array_equal(g.todense()[:, :, 0], [[1.0, 0, 0, 0.0, 0], [4.0, 0, 0, 3.0, 0]])
 
 
-@pytest.mark.parametrize("ids, kwargs, match", [
+@pytest.mark.parametrize(
+  "ids, kwargs, match",
+  [
     (jnp.array([0, 10]), {}, r"\[0, 10\)"),
     (jnp.array([-1, 2]), {}, r"\[0, 10\)"),
     (jnp.array([1.0, 2.0]), {}, "integers"),
     (jnp.array([1, 2, 3]), {"size": 2}, "smaller than the 3 distinct"),
-])
+  ],
+)
 def test_lookup_rejects_bad_input(ids, kwargs, match):
   with pytest.raises(ValueError, match=match):
     lookup_rows(ids, 10, **kwargs)
@@ -170,17 +203,29 @@ def test_per_task_state_is_refused():
 def test_factored_inner_state_is_refused():
   params = {"table": jnp.ones((NUM_ROWS, 200)), "w": jnp.ones(3)}  # factored above 128 columns
   tx = pub_optax.pub(optax.scale_by_factored_rms(), 0.1, num_tasks=2)
-  grads = {"table": RowSparse(jnp.array([1, 2]), jnp.ones((2, 2, 200)), NUM_ROWS), "w": jnp.ones((2, 3))}
-  with pytest.raises(ValueError, match=r"state per coordinate; a state leaf of a table of shape \(40, 200\) has shape"):
+  grads = {
+    "table": RowSparse(jnp.array([1, 2]), jnp.ones((2, 2, 200)), NUM_ROWS),
+    "w": jnp.ones((2, 3)),
+  }
+  with pytest.raises(
+    ValueError,
+    match=r"state per coordinate; a state leaf of a table of shape \(40, 200\) has shape",
+  ):
     tx.update(grads, tx.init(params), params)
 
 
 def test_mismatched_row_sparse_leaf_is_refused():
   params = _params()
   tx = pub_optax.pub_adam(0.05, num_tasks=K)
-  bad = {"table": RowSparse(jnp.array([1, 2]), jnp.ones((K, 3, DIM)), NUM_ROWS), "w": jnp.ones((K, DIM + 1))}
+  bad = {
+    "table": RowSparse(jnp.array([1, 2]), jnp.ones((K, 3, DIM)), NUM_ROWS),
+    "w": jnp.ones((K, DIM + 1)),
+  }
   with pytest.raises(ValueError, match=r"values of shape \(K, n, ...\)"):
     tx.update(bad, tx.init(params), params)
-  wrong_table = {"table": RowSparse(jnp.array([1, 2]), jnp.ones((K, 2, DIM)), NUM_ROWS + 1), "w": jnp.ones((K, DIM + 1))}
+  wrong_table = {
+    "table": RowSparse(jnp.array([1, 2]), jnp.ones((K, 2, DIM)), NUM_ROWS + 1),
+    "w": jnp.ones((K, DIM + 1)),
+  }
   with pytest.raises(ValueError, match="expected"):
     tx.update(wrong_table, tx.init(params), params)

@@ -21,8 +21,12 @@ def test_pub_raw_reaches_the_joint_optimum_from_every_start_float64(x64):
 
 
 def test_rms_is_raw_on_the_toy(x64):
-  raw, _ = optimize(pub_optax.pub_adam(1e-3, num_tasks=2, scaling="raw"), num_steps=2000, dtype=jnp.float64)
-  rms, _ = optimize(pub_optax.pub_adam(1e-3, num_tasks=2, scaling="rms"), num_steps=2000, dtype=jnp.float64)
+  raw, _ = optimize(
+    pub_optax.pub_adam(1e-3, num_tasks=2, scaling="raw"), num_steps=2000, dtype=jnp.float64
+  )
+  rms, _ = optimize(
+    pub_optax.pub_adam(1e-3, num_tasks=2, scaling="rms"), num_steps=2000, dtype=jnp.float64
+  )
   np.testing.assert_allclose(raw, rms, rtol=1e-12)  # P = K = 2: sqrt(P/K) = 1
 
 

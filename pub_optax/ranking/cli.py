@@ -15,17 +15,17 @@ import os
 import platform
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from pub_optax.methods import METHODS, method_names
+from pub_optax._methods import METHODS, method_names
 from pub_optax.ranking.data import (
-    generate_splits,
-    load_aliccp,
-    load_aliexpress,
-    load_aliexpress_raw,
+  generate_splits,
+  load_aliccp,
+  load_aliexpress,
+  load_aliexpress_raw,
 )
 from pub_optax.ranking.data.types import RankingData
 from pub_optax.ranking.experiment import RunConfig, atomic_write_bytes, atomic_write_json, run
@@ -50,7 +50,9 @@ def model_kwargs(model: str, preset: str, dropout: float) -> dict:
   return kwargs
 
 
-def split_validation(train: RankingData, fraction: float, seed: int) -> tuple[RankingData, RankingData]:
+def split_validation(
+  train: RankingData, fraction: float, seed: int
+) -> tuple[RankingData, RankingData]:
   """A seeded random ``fraction`` of ``train`` held out for early stopping."""
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"--val-fraction must be in (0, 1), got {fraction}")
@@ -63,8 +65,14 @@ def load_data(spec: str, args) -> dict[str, RankingData]:
   """``generated`` | ``aliexpress:DIR`` | ``aliexpress-raw:DIR:CC`` | ``aliccp:DIR`` -> train/val/test."""
   kind, _, rest = spec.partition(":")
   if kind == "generated":
-    splits = generate_splits(args.rows, args.rows // 4, args.rows // 4, seed=args.data_seed,
-                             conflict=args.conflict, conversion_rate=args.conversion_rate)
+    splits = generate_splits(
+      args.rows,
+      args.rows // 4,
+      args.rows // 4,
+      seed=args.data_seed,
+      conflict=args.conflict,
+      conversion_rate=args.conversion_rate,
+    )
     return dict(zip(("train", "val", "test"), splits)) if not isinstance(splits, dict) else splits
   if not rest:
     raise ValueError(f"--data {spec!r}: give a path, e.g. {kind}:/path/to/files")
@@ -73,12 +81,16 @@ def load_data(spec: str, args) -> dict[str, RankingData]:
   elif kind == "aliexpress-raw":
     directory, _, country = rest.rpartition(":")
     if not directory or not country:
-      raise ValueError(f"--data {spec!r}: use aliexpress-raw:DIR:COUNTRY, e.g. aliexpress-raw:/data:NL")
+      raise ValueError(
+        f"--data {spec!r}: use aliexpress-raw:DIR:COUNTRY, e.g. aliexpress-raw:/data:NL"
+      )
     loaded = load_aliexpress_raw(directory, country)
   elif kind == "aliccp":
     loaded = load_aliccp(rest)
   else:
-    raise ValueError(f"unknown --data kind {kind!r}; valid: generated, aliexpress:DIR, aliexpress-raw:DIR:CC, aliccp:DIR")
+    raise ValueError(
+      f"unknown --data kind {kind!r}; valid: generated, aliexpress:DIR, aliexpress-raw:DIR:CC, aliccp:DIR"
+    )
   train, val = split_validation(loaded["train"], args.val_fraction, args.data_seed)
   return {"train": train, "val": val, "test": loaded["test"]}
 
@@ -103,7 +115,11 @@ def summarise(results: list[dict], task_names: Sequence[str]) -> list[dict]:
   rows = []
   for method in dict.fromkeys(r["config"]["method"] for r in results):
     runs = [r for r in results if r["config"]["method"] == method]
-    row = {"method": method, "seeds": len(runs), "learning_rate": runs[0]["config"]["learning_rate"]}
+    row = {
+      "method": method,
+      "seeds": len(runs),
+      "learning_rate": runs[0]["config"]["learning_rate"],
+    }
     keys = [f"{t}_auc" for t in task_names] + ["mean_auc"] + [f"{t}_logloss" for t in task_names]
     for key in keys:
       values = np.array([r["test"][key] for r in runs], dtype=float)
@@ -132,7 +148,7 @@ def format_table(rows: list[dict], task_names: Sequence[str]) -> str:
   return "\n".join(out)
 
 
-def plot(results: list[dict], path: str) -> Optional[str]:
+def plot(results: list[dict], path: str) -> str | None:
   """Validation mean AUC per epoch, task weights and shared-update RMS over training, as a PNG."""
   try:
     import matplotlib
@@ -146,17 +162,30 @@ def plot(results: list[dict], path: str) -> Optional[str]:
   colors = {m: f"C{i}" for i, m in enumerate(methods)}
   for r in results:
     m = r["config"]["method"]
-    first = r["config"]["seed"] == min(x["config"]["seed"] for x in results if x["config"]["method"] == m)
+    first = r["config"]["seed"] == min(
+      x["config"]["seed"] for x in results if x["config"]["method"] == m
+    )
     epochs = [v["epoch"] for v in r["val_history"]]
-    axes[0].plot(epochs, [v["mean_auc"] for v in r["val_history"]], "o-", color=colors[m],
-                 alpha=1.0 if first else 0.35, label=m if first else None)
+    axes[0].plot(
+      epochs,
+      [v["mean_auc"] for v in r["val_history"]],
+      "o-",
+      color=colors[m],
+      alpha=1.0 if first else 0.35,
+      label=m if first else None,
+    )
     if first:
       steps = [e["step"] for e in r["log"]]
       weights = np.array([e["weights"] for e in r["log"]], dtype=float)
       if weights.size and np.all(np.isfinite(weights)):
         for k in range(weights.shape[1]):
-          axes[1].plot(steps, weights[:, k], color=colors[m], ls=["-", "--", ":", "-."][k % 4],
-                       label=f"{m} task {k}")
+          axes[1].plot(
+            steps,
+            weights[:, k],
+            color=colors[m],
+            ls=["-", "--", ":", "-."][k % 4],
+            label=f"{m} task {k}",
+          )
       axes[2].semilogy(steps, [e["shared_update_rms"] for e in r["log"]], color=colors[m], label=m)
   axes[0].set(title="validation mean AUC", xlabel="epoch")
   axes[1].set(title="task weights α̂ (first seed)", xlabel="step")
@@ -173,38 +202,79 @@ def plot(results: list[dict], path: str) -> Optional[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="pub-optax", description=__doc__.split("\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="pub-optax",
+    description=__doc__.split("\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
-  t = sub.add_parser("train", help="train a ranking model with one or more methods and compare them")
-  t.add_argument("--data", default="generated",
-                 help="generated (default) | aliexpress:DIR | aliexpress-raw:DIR:CC | aliccp:DIR")
-  t.add_argument("--rows", type=int, default=40_000, help="generated training rows (val and test: a quarter each)")
-  t.add_argument("--conflict", type=float, default=0.5, help="generated data: 0 aligned tasks, 0.5 orthogonal, 1 opposed")
-  t.add_argument("--conversion-rate", type=float, default=0.2,
-                 help="generated data: conversions per click (real AliExpress: about 0.02; the default keeps "
-                      "enough CTCVR positives for a short run)")
+  t = sub.add_parser(
+    "train", help="train a ranking model with one or more methods and compare them"
+  )
+  t.add_argument(
+    "--data",
+    default="generated",
+    help="generated (default) | aliexpress:DIR | aliexpress-raw:DIR:CC | aliccp:DIR",
+  )
+  t.add_argument(
+    "--rows",
+    type=int,
+    default=40_000,
+    help="generated training rows (val and test: a quarter each)",
+  )
+  t.add_argument(
+    "--conflict",
+    type=float,
+    default=0.5,
+    help="generated data: 0 aligned tasks, 0.5 orthogonal, 1 opposed",
+  )
+  t.add_argument(
+    "--conversion-rate",
+    type=float,
+    default=0.2,
+    help="generated data: conversions per click (real AliExpress: about 0.02; the default keeps "
+    "enough CTCVR positives for a short run)",
+  )
   t.add_argument("--data-seed", type=int, default=0)
-  t.add_argument("--val-fraction", type=float, default=0.1, help="real data: share of train held out for early stopping")
+  t.add_argument(
+    "--val-fraction",
+    type=float,
+    default=0.1,
+    help="real data: share of train held out for early stopping",
+  )
   t.add_argument("--model", default="mmoe", choices=MODEL_NAMES)
-  t.add_argument("--preset", default="small", choices=PRESETS, help="model size: small (CPU) or paper settings")
+  t.add_argument(
+    "--preset", default="small", choices=PRESETS, help="model size: small (CPU) or paper settings"
+  )
   t.add_argument("--dropout", type=float, default=0.2)
-  t.add_argument("--methods", default="pub,equal", help=f"comma-separated; valid: {', '.join(method_names())}")
+  t.add_argument(
+    "--methods", default="pub,equal", help=f"comma-separated; valid: {', '.join(method_names())}"
+  )
   t.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
   t.add_argument("--epochs", type=int, default=3)
   t.add_argument("--patience", type=int, default=3, help="early stopping on validation mean AUC")
   t.add_argument("--batch-size", type=int, default=512)
   # 3e-2: the rate most often chosen on validation for equal weighting and PUB (convex) in the
   # short-budget study of benchmarks/ranking.py (benchmarks/results/ranking_cpu.md).
-  t.add_argument("--lr", default="3e-2",
-                 help="one rate, or per method: pub=1e-3,equal=2e-3,default=1e-3 (the default 3e-2 suits short runs "
-                      "on generated data; the paper used 1e-3 for up to 50 epochs)")
+  t.add_argument(
+    "--lr",
+    default="3e-2",
+    help="one rate, or per method: pub=1e-3,equal=2e-3,default=1e-3 (the default 3e-2 suits short runs "
+    "on generated data; the paper used 1e-3 for up to 50 epochs)",
+  )
   t.add_argument("--weight-decay", type=float, default=0.0)
-  t.add_argument("--sparse-embeddings", action="store_true",
-                 help="per-task gradients of the embedding tables at the batch's rows only (same results, "
-                      "less memory and time; not for the AdaTask and Clippy methods)")
-  t.add_argument("--out", default="runs/latest", help="folder for results.json, curves.png and checkpoints")
-  t.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
+  t.add_argument(
+    "--sparse-embeddings",
+    action="store_true",
+    help="per-task gradients of the embedding tables at the batch's rows only (same results, "
+    "less memory and time; not for the AdaTask and Clippy methods)",
+  )
+  t.add_argument(
+    "--out", default="runs/latest", help="folder for results.json, curves.png and checkpoints"
+  )
+  t.add_argument(
+    "--resume", action="store_true", help="continue an interrupted run from its checkpoints"
+  )
   t.add_argument("--no-progress", action="store_true")
   sub.add_parser("methods", help="list the methods")
   return parser
@@ -217,51 +287,74 @@ def train_command(args) -> int:
     raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(method_names())}")
   dense_only = [m for m in methods if not METHODS[m].row_sparse]
   if args.sparse_embeddings and dense_only:
-    raise ValueError(f"--sparse-embeddings: method(s) {dense_only} need dense table gradients (AdaTask keeps K "
-                     "states, Clippy clips per tensor); run them without the flag")
+    raise ValueError(
+      f"--sparse-embeddings: method(s) {dense_only} need dense table gradients (AdaTask keeps K "
+      "states, Clippy clips per tensor); run them without the flag"
+    )
   rates = parse_rates(args.lr, methods)
   if os.path.exists(os.path.join(args.out, "results.json")) and not args.resume:
-    print(f"note: {args.out} holds an earlier run; it is overwritten (use --resume to continue it)", file=sys.stderr)
+    print(
+      f"note: {args.out} holds an earlier run; it is overwritten (use --resume to continue it)",
+      file=sys.stderr,
+    )
   t0 = time.time()
   splits = load_data(args.data, args)
   task_names = splits["train"].task_names
-  print(f"data {args.data}: train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])} rows; "
-        f"tasks {', '.join(task_names)}; positives in train "
-        + ", ".join(f"{t} {splits['train'].labels[:, k].mean():.2%}" for k, t in enumerate(task_names)))
+  print(
+    f"data {args.data}: train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])} rows; "
+    f"tasks {', '.join(task_names)}; positives in train "
+    + ", ".join(f"{t} {splits['train'].labels[:, k].mean():.2%}" for k, t in enumerate(task_names))
+  )
   print(f"model {args.model} ({args.preset}), devices {jax.devices()}")
   results = []
   for method in methods:
     for seed in range(args.seeds):
-      config = RunConfig(model=args.model, method=method, seed=seed, epochs=args.epochs,
-                         batch_size=args.batch_size, learning_rate=rates[method],
-                         weight_decay=args.weight_decay, patience=args.patience,
-                         model_kwargs=model_kwargs(args.model, args.preset, args.dropout),
-                         sparse_embeddings=args.sparse_embeddings)
+      config = RunConfig(
+        model=args.model,
+        method=method,
+        seed=seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=rates[method],
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        model_kwargs=model_kwargs(args.model, args.preset, args.dropout),
+        sparse_embeddings=args.sparse_embeddings,
+      )
       checkpoint = os.path.join(args.out, "checkpoints", f"{method}_seed{seed}.ckpt")
       if not args.resume and os.path.exists(checkpoint):
         os.remove(checkpoint)
       results.append(run(config, splits, checkpoint=checkpoint, progress=not args.no_progress))
   rows = summarise(results, task_names)
   table = format_table(rows, task_names)
-  print(f"\ntest metrics of the best validation epoch, mean ± std over {args.seeds} seed(s):\n{table}")
+  print(
+    f"\ntest metrics of the best validation epoch, mean ± std over {args.seeds} seed(s):\n{table}"
+  )
   report = {
-      "command": " ".join(["pub-optax"] + sys.argv[1:]),
-      "arguments": vars(args),
-      "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                  "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
-      "seconds": time.time() - t0,
-      "summary": rows,
-      "runs": results,
+    "command": " ".join(["pub-optax"] + sys.argv[1:]),
+    "arguments": vars(args),
+    "machine": {
+      "platform": platform.platform(),
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "devices": [str(d) for d in jax.devices()],
+    },
+    "seconds": time.time() - t0,
+    "summary": rows,
+    "runs": results,
   }
   atomic_write_json(os.path.join(args.out, "results.json"), report)
   atomic_write_bytes(os.path.join(args.out, "table.txt"), (table + "\n").encode())
   message = plot(results, os.path.join(args.out, "curves.png"))
-  print(f"\nwrote {args.out}/results.json, {args.out}/table.txt" + (f"; {message}" if message else f", {args.out}/curves.png"))
+  print(
+    f"\nwrote {args.out}/results.json, {args.out}/table.txt"
+    + (f"; {message}" if message else f", {args.out}/curves.png")
+  )
   print(f"total {time.time() - t0:.0f} s")
   return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   if args.command == "methods":
     for name, info in METHODS.items():

@@ -7,14 +7,14 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
 from flax import nnx
 
-from pub_optax.methods import METHODS, make_method
+from pub_optax._methods import METHODS, make_method
 from pub_optax.ranking.data.types import RankingData
 from pub_optax.ranking.models import build_model
 from pub_optax.ranking.train import Trainer, train_batches
@@ -67,6 +67,7 @@ def atomic_write_bytes(path: str, blob: bytes) -> None:
 
 def atomic_write_json(path: str, obj: Any) -> None:
   """JSON version of :func:`atomic_write_bytes` (NaN written as null)."""
+
   def clean(x):
     if isinstance(x, float) and not np.isfinite(x):
       return None
@@ -88,7 +89,9 @@ def _is_key(x) -> bool:
 def tree_to_bytes(tree, extra: dict) -> bytes:
   """Serialises the leaves of ``tree`` (PRNG keys as their raw data) plus JSON-ready ``extra``."""
   leaves = jax.tree.leaves(tree)
-  arrays = {str(i): np.asarray(jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
+  arrays = {
+    str(i): np.asarray(jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)
+  }
   return flax.serialization.msgpack_serialize({"leaves": arrays, "extra": json.dumps(extra)})
 
 
@@ -97,12 +100,18 @@ def tree_from_bytes(template, blob: bytes) -> tuple[Any, dict]:
   saved = flax.serialization.msgpack_restore(blob)
   leaves, treedef = jax.tree.flatten(template)
   if len(saved["leaves"]) != len(leaves):
-    raise ValueError(f"checkpoint holds {len(saved['leaves'])} arrays but this run has {len(leaves)}: "
-                     "it was written by a different model or method configuration")
+    raise ValueError(
+      f"checkpoint holds {len(saved['leaves'])} arrays but this run has {len(leaves)}: "
+      "it was written by a different model or method configuration"
+    )
   restored = []
   for i, like in enumerate(leaves):
     x = saved["leaves"][str(i)]
-    restored.append(jax.random.wrap_key_data(x, impl=jax.random.key_impl(like)) if _is_key(like) else jax.numpy.asarray(x, like.dtype))
+    restored.append(
+      jax.random.wrap_key_data(x, impl=jax.random.key_impl(like))
+      if _is_key(like)
+      else jax.numpy.asarray(x, like.dtype)
+    )
   return jax.tree.unflatten(treedef, restored), json.loads(saved["extra"])
 
 
@@ -120,8 +129,10 @@ class _Progress:
     filled = int(width * done / max(self.total, 1))
     text = " ".join(f"{n} {l:.4f}" for n, l in zip(self.task_names, losses))
     rate = done / max(time.time() - self.start, 1e-9)
-    sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                     f"{text} ({rate:.1f} it/s)")
+    sys.stderr.write(
+      f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
+      f"{text} ({rate:.1f} it/s)"
+    )
     if final:
       sys.stderr.write("\n")
     sys.stderr.flush()
@@ -135,18 +146,46 @@ _COMPILED: dict = {}
 
 def _make_trainer(config: RunConfig, data: RankingData) -> Trainer:
   if config.sparse_embeddings and not METHODS[config.method].row_sparse:
-    raise ValueError(f"method {config.method!r} does not take row-sparse embedding gradients; "
-                     f"those that do: {', '.join(n for n, i in METHODS.items() if i.row_sparse)}")
-  model = build_model(config.model, data.cardinalities, data.numerical.shape[1], data.labels.shape[1],
-                      rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **config.model_kwargs)
-  tx = make_method(config.method, config.learning_rate, num_tasks=data.labels.shape[1],
-                   shared=model.shared_mask(), weight_decay=config.weight_decay, inject_learning_rate=True,
-                   **config.method_kwargs)
-  trainer = Trainer(model, tx, calibration_weight=0.6 if config.model == "aitm" else 0.0,
-                    sparse_embeddings=config.sparse_embeddings)
-  general = dataclasses.replace(config, seed=0, learning_rate=0.0, epochs=0, patience=0, log_every=0)
-  key = json.dumps([dataclasses.asdict(general), data.cardinalities, data.numerical.shape[1], data.labels.shape[1]],
-                   sort_keys=True, default=str)
+    raise ValueError(
+      f"method {config.method!r} does not take row-sparse embedding gradients; "
+      f"those that do: {', '.join(n for n, i in METHODS.items() if i.row_sparse)}"
+    )
+  model = build_model(
+    config.model,
+    data.cardinalities,
+    data.numerical.shape[1],
+    data.labels.shape[1],
+    rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1),
+    **config.model_kwargs,
+  )
+  tx = make_method(
+    config.method,
+    config.learning_rate,
+    num_tasks=data.labels.shape[1],
+    shared=model.shared_mask(),
+    weight_decay=config.weight_decay,
+    inject_learning_rate=True,
+    **config.method_kwargs,
+  )
+  trainer = Trainer(
+    model,
+    tx,
+    calibration_weight=0.6 if config.model == "aitm" else 0.0,
+    sparse_embeddings=config.sparse_embeddings,
+  )
+  general = dataclasses.replace(
+    config, seed=0, learning_rate=0.0, epochs=0, patience=0, log_every=0
+  )
+  key = json.dumps(
+    [
+      dataclasses.asdict(general),
+      data.cardinalities,
+      data.numerical.shape[1],
+      data.labels.shape[1],
+    ],
+    sort_keys=True,
+    default=str,
+  )
   # trainer.tx stays this run's (its init holds this run's rate); the steps read the rate from the state.
   if key in _COMPILED:
     trainer.train_step, trainer.eval_step = _COMPILED[key]
@@ -155,8 +194,13 @@ def _make_trainer(config: RunConfig, data: RankingData) -> Trainer:
   return trainer
 
 
-def run(config: RunConfig, splits: dict[str, RankingData], *, checkpoint: Optional[str] = None,
-        progress: bool = True) -> dict:
+def run(
+  config: RunConfig,
+  splits: dict[str, RankingData],
+  *,
+  checkpoint: str | None = None,
+  progress: bool = True,
+) -> dict:
   """Trains on ``splits["train"]``, early-stops on ``splits["val"]``, reports ``splits["test"]``.
 
   Args:
@@ -174,11 +218,21 @@ def run(config: RunConfig, splits: dict[str, RankingData], *, checkpoint: Option
   trainer = _make_trainer(config, splits["train"])
   opt_state = trainer.tx.init(trainer.params)
   state = {
-      "params": trainer.params, "rest": trainer.rest, "opt_state": opt_state,
-      "best_params": trainer.params, "best_rest": trainer.rest,
+    "params": trainer.params,
+    "rest": trainer.rest,
+    "opt_state": opt_state,
+    "best_params": trainer.params,
+    "best_rest": trainer.rest,
   }
-  progress_info = {"epoch": 0, "best_val": -1.0, "best_epoch": -1, "bad_epochs": 0, "steps": 0,
-                   "val_history": [], "log": []}
+  progress_info = {
+    "epoch": 0,
+    "best_val": -1.0,
+    "best_epoch": -1,
+    "bad_epochs": 0,
+    "steps": 0,
+    "val_history": [],
+    "log": [],
+  }
   if checkpoint and os.path.exists(checkpoint):
     with open(checkpoint, "rb") as f:
       state, progress_info = tree_from_bytes(state, f.read())
@@ -187,22 +241,35 @@ def run(config: RunConfig, splits: dict[str, RankingData], *, checkpoint: Option
   while progress_info["epoch"] < config.epochs and progress_info["bad_epochs"] < config.patience:
     epoch = progress_info["epoch"]
     n_batches = max(len(splits["train"]) // config.batch_size, 1)
-    bar = _Progress(f"{config.method} seed {config.seed} epoch {epoch + 1}/{config.epochs}", n_batches,
-                    task_names, progress)
+    bar = _Progress(
+      f"{config.method} seed {config.seed} epoch {epoch + 1}/{config.epochs}",
+      n_batches,
+      task_names,
+      progress,
+    )
     running = np.zeros(len(task_names))
     params, rest, opt_state = state["params"], state["rest"], state["opt_state"]
     t0 = time.time()
-    for i, batch in enumerate(train_batches(splits["train"], config.batch_size, config.seed, epoch)):
+    for i, batch in enumerate(
+      train_batches(splits["train"], config.batch_size, config.seed, epoch)
+    ):
       out = trainer.train_step(params, rest, opt_state, batch)
       params, rest, opt_state = out.params, out.rest, out.opt_state
       if i % config.log_every == 0 or i == n_batches - 1:
         losses = np.asarray(out.losses)
         if not np.all(np.isfinite(losses)):
-          raise FloatingPointError(f"{config.method}: non-finite task losses {losses} at epoch {epoch + 1}, step {i}")
+          raise FloatingPointError(
+            f"{config.method}: non-finite task losses {losses} at epoch {epoch + 1}, step {i}"
+          )
         running = losses if i == 0 else 0.9 * running + 0.1 * losses
-        progress_info["log"].append({
-            "step": progress_info["steps"] + i, "losses": losses.tolist(),
-            "weights": np.asarray(out.weights).tolist(), "shared_update_rms": float(out.shared_update_rms)})
+        progress_info["log"].append(
+          {
+            "step": progress_info["steps"] + i,
+            "losses": losses.tolist(),
+            "weights": np.asarray(out.weights).tolist(),
+            "shared_update_rms": float(out.shared_update_rms),
+          }
+        )
         bar.show(i + 1, running)
     jax.block_until_ready(params)
     bar.show(n_batches, running, final=True)
@@ -221,12 +288,14 @@ def run(config: RunConfig, splits: dict[str, RankingData], *, checkpoint: Option
     if checkpoint:
       atomic_write_bytes(checkpoint, tree_to_bytes(state, progress_info))
 
-  test = trainer.evaluate(state["best_params"], state["best_rest"], splits["test"], config.batch_size)
+  test = trainer.evaluate(
+    state["best_params"], state["best_rest"], splits["test"], config.batch_size
+  )
   return {
-      "config": dataclasses.asdict(config),
-      "test": test,
-      "best_epoch": progress_info["best_epoch"],
-      "epochs_run": progress_info["epoch"],
-      "val_history": progress_info["val_history"],
-      "log": progress_info["log"],
+    "config": dataclasses.asdict(config),
+    "test": test,
+    "best_epoch": progress_info["best_epoch"],
+    "epochs_run": progress_info["epoch"],
+    "val_history": progress_info["val_history"],
+    "log": progress_info["log"],
   }

@@ -8,7 +8,7 @@ the per-task losses with one forward pass, their gradients with one vmapped VJP
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -17,11 +17,11 @@ import optax
 import optax.losses
 from flax import nnx
 
+from pub_optax._training import make_train_step
 from pub_optax.ranking.data.batching import iterate_batches, pad_batch
 from pub_optax.ranking.data.types import RankingData
 from pub_optax.ranking.metrics import task_metrics
 from pub_optax.ranking.models import apply, split
-from pub_optax.training import make_train_step
 
 
 def task_losses(logits: jax.Array, labels: jax.Array, calibration_weight: float = 0.0) -> jax.Array:
@@ -91,7 +91,9 @@ class Trainer:
     self.eval_step = jax.jit(self._eval_step)
 
   def _losses(self, params, rest, batch):
-    logits, new_rest = apply(self.train_graph, params, rest, batch["categorical"], batch["numerical"])
+    logits, new_rest = apply(
+      self.train_graph, params, rest, batch["categorical"], batch["numerical"]
+    )
     return task_losses(logits, batch["labels"], self.calibration_weight), new_rest
 
   def _eval_step(self, params, rest, batch):
@@ -110,4 +112,6 @@ class Trainer:
 
 def train_batches(data: RankingData, batch_size: int, seed: int, epoch: int) -> Iterator[dict]:
   """Shuffled training batches of a static size (a last partial batch is skipped in training only)."""
-  return iterate_batches(data, batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=len(data) >= batch_size)
+  return iterate_batches(
+    data, batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=len(data) >= batch_size
+  )

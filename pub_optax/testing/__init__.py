@@ -5,21 +5,21 @@ import cvxpy: the references load it when they are constructed.
 """
 
 from pub_optax.testing.nash_ccp import (
-    CCPResult,
-    NashCCP,
-    NASH_MTL_MAX_ITER,
-    NASH_MTL_SOLVER_MAX_ITERS,
-    NASH_MTL_STEP_TOL,
-    NASH_MTL_RESIDUAL_TOL,
-    nash_weights_ccp,
+  NASH_MTL_MAX_ITER,
+  NASH_MTL_RESIDUAL_TOL,
+  NASH_MTL_SOLVER_MAX_ITERS,
+  NASH_MTL_STEP_TOL,
+  CCPResult,
+  NashCCP,
+  nash_weights_ccp,
 )
 
 __all__ = [
-    "CCPResult",
-    "NashCCP",
-    "NASH_MTL_MAX_ITER",
-    "NASH_MTL_RESIDUAL_TOL",
-    "NASH_MTL_SOLVER_MAX_ITERS",
-    "NASH_MTL_STEP_TOL",
-    "nash_weights_ccp",
+  "CCPResult",
+  "NashCCP",
+  "NASH_MTL_MAX_ITER",
+  "NASH_MTL_RESIDUAL_TOL",
+  "NASH_MTL_SOLVER_MAX_ITERS",
+  "NASH_MTL_STEP_TOL",
+  "nash_weights_ccp",
 ]

@@ -76,7 +76,8 @@ Two settings are provided:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -92,14 +93,16 @@ _OBJECTIVES = ("nash", "nash_mtl")
 _STOP_RULES = ("residual", "nash_mtl")
 _MAX_ITER_KEY = {"ECOS": "max_iters", "CLARABEL": "max_iter", "SCS": "max_iters"}
 _TIGHT_OPTIONS = {
-    "CLARABEL": dict(
-        tol_gap_abs=_TIGHT_SOLVER_TOL,
-        tol_gap_rel=_TIGHT_SOLVER_TOL,
-        tol_feas=_TIGHT_SOLVER_TOL,
-        tol_ktratio=1e-8,
-        max_iter=200,
-    ),
-    "ECOS": dict(abstol=_TIGHT_SOLVER_TOL, reltol=_TIGHT_SOLVER_TOL, feastol=_TIGHT_SOLVER_TOL, max_iters=200),
+  "CLARABEL": dict(
+    tol_gap_abs=_TIGHT_SOLVER_TOL,
+    tol_gap_rel=_TIGHT_SOLVER_TOL,
+    tol_feas=_TIGHT_SOLVER_TOL,
+    tol_ktratio=1e-8,
+    max_iter=200,
+  ),
+  "ECOS": dict(
+    abstol=_TIGHT_SOLVER_TOL, reltol=_TIGHT_SOLVER_TOL, feastol=_TIGHT_SOLVER_TOL, max_iters=200
+  ),
 }
 # Phase I (only when the start makes ∇Φ undefined): the box is opened this wide.
 _PHASE1_WIDTH = 1e6
@@ -129,7 +132,7 @@ def _import_cvxpy():
     import cvxpy  # pylint: disable=import-outside-toplevel
   except ImportError as err:  # pragma: no cover - exercised with cvxpy hidden
     raise ImportError(
-        'pub_optax.testing.NashCCP needs cvxpy; install the test extra: pip install "pub_optax[test]"'
+      'pub_optax.testing.NashCCP needs cvxpy; install the test extra: pip install "pub_optax[test]"'
     ) from err
   return cvxpy
 
@@ -174,17 +177,17 @@ class NashCCP:
   """
 
   def __init__(
-      self,
-      num_tasks: int,
-      *,
-      objective: str = "nash",
-      parameterized: bool = True,
-      max_iter: int = 100,
-      tol: float = 1e-8,
-      stop_rule: str = "residual",
-      trust_region: Optional[float] = 4.0,
-      solver: Optional[str] = None,
-      solver_options: Optional[Mapping[str, Any]] = None,
+    self,
+    num_tasks: int,
+    *,
+    objective: str = "nash",
+    parameterized: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-8,
+    stop_rule: str = "residual",
+    trust_region: float | None = 4.0,
+    solver: str | None = None,
+    solver_options: Mapping[str, Any] | None = None,
   ):
     cp = _import_cvxpy()
     if int(num_tasks) < 1:
@@ -195,8 +198,8 @@ class NashCCP:
       raise ValueError(f"stop_rule must be one of {_STOP_RULES}, got {stop_rule!r}")
     if not parameterized and (objective != "nash_mtl" or trust_region is not None):
       raise ValueError(
-          "parameterized=False reproduces the original (non-DPP) Nash-MTL problem: it needs "
-          "objective='nash_mtl' and trust_region=None"
+        "parameterized=False reproduces the original (non-DPP) Nash-MTL problem: it needs "
+        "objective='nash_mtl' and trust_region=None"
       )
     if trust_region is not None and not trust_region > 1.0:
       raise ValueError(f"trust_region must be > 1 or None, got {trust_region}")
@@ -220,7 +223,9 @@ class NashCCP:
       self._build_nash_mtl_literal()
 
   @classmethod
-  def nash_mtl(cls, num_tasks: int, *, parameterized: bool = False, solver: Optional[str] = None) -> "NashCCP":
+  def nash_mtl(
+    cls, num_tasks: int, *, parameterized: bool = False, solver: str | None = None
+  ) -> NashCCP:
     """The original Nash-MTL settings (module doc): 20 CCP iterations, its stop rule,
     ECOS (Clarabel if ECOS is missing) with 100 iterations per solve, no trust region.
 
@@ -233,14 +238,14 @@ class NashCCP:
     solver = solver.upper()
     options = {_MAX_ITER_KEY[solver]: NASH_MTL_SOLVER_MAX_ITERS} if solver in _MAX_ITER_KEY else {}
     return cls(
-        num_tasks,
-        objective="nash_mtl",
-        parameterized=parameterized,
-        max_iter=NASH_MTL_MAX_ITER,
-        stop_rule="nash_mtl",
-        trust_region=None,
-        solver=solver,
-        solver_options=options,
+      num_tasks,
+      objective="nash_mtl",
+      parameterized=parameterized,
+      max_iter=NASH_MTL_MAX_ITER,
+      stop_rule="nash_mtl",
+      trust_region=None,
+      solver=solver,
+      solver_options=options,
     )
 
   # -- problem construction -------------------------------------------------------------

@@ -25,26 +25,38 @@ __all__ = ["CLASS_NAMES", "DEFAULT_DIRECTORY", "FILES", "load_fashion_mnist", "r
 
 DEFAULT_DIRECTORY = "/usr/share/datasets/fashion-mnist"
 
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot")
+CLASS_NAMES = (
+  "T-shirt/top",
+  "Trouser",
+  "Pullover",
+  "Dress",
+  "Coat",
+  "Sandal",
+  "Shirt",
+  "Sneaker",
+  "Bag",
+  "Ankle boot",
+)
 
 # split -> (images file, labels file), without the optional ".gz".
 FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+  "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
 _IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
+  0x08: np.dtype(np.uint8),
+  0x09: np.dtype(np.int8),
+  0x0B: np.dtype(">i2"),
+  0x0C: np.dtype(">i4"),
+  0x0D: np.dtype(">f4"),
+  0x0E: np.dtype(">f8"),
 }
 
-_INSTALL_HINT = ("install it with `sudo apt-get install dataset-fashion-mnist`, or pass "
-                 "directory= a folder holding the four idx files (optionally .gz)")
+_INSTALL_HINT = (
+  "install it with `sudo apt-get install dataset-fashion-mnist`, or pass "
+  "directory= a folder holding the four idx files (optionally .gz)"
+)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -88,8 +100,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   if len(raw) < 4:
     raise ValueError(f"{path}: {len(raw)} bytes, too short for an idx header")
   if raw[0] != 0 or raw[1] != 0:
-    raise ValueError(f"{path}: bad idx magic number 0x{raw[:4].hex()} (must start with two "
-                     "zero bytes); is this an idx file?")
+    raise ValueError(
+      f"{path}: bad idx magic number 0x{raw[:4].hex()} (must start with two "
+      "zero bytes); is this an idx file?"
+    )
   code, ndim = raw[2], raw[3]
   if code not in _IDX_DTYPES:
     raise ValueError(f"{path}: unknown idx element type 0x{code:02x} (magic 0x{raw[:4].hex()})")
@@ -97,14 +111,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     raise ValueError(f"{path}: idx header declares 0 dimensions")
   header = 4 + 4 * ndim
   if len(raw) < header:
-    raise ValueError(f"{path}: truncated idx header ({len(raw)} bytes, {ndim} dimensions "
-                     f"need {header})")
+    raise ValueError(
+      f"{path}: truncated idx header ({len(raw)} bytes, {ndim} dimensions need {header})"
+    )
   shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
   dtype = _IDX_DTYPES[code]
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   if len(raw) - header != expected:
-    raise ValueError(f"{path}: {len(raw) - header} data bytes but dimensions {shape} of "
-                     f"{dtype.name} need {expected}")
+    raise ValueError(
+      f"{path}: {len(raw) - header} data bytes but dimensions {shape} of "
+      f"{dtype.name} need {expected}"
+    )
   data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
   return data.astype(dtype.newbyteorder("="), copy=True)
 
@@ -146,23 +163,30 @@ def load_fashion_mnist(directory: str | os.PathLike = DEFAULT_DIRECTORY) -> dict
   stems = [stem for pair in FILES.values() for stem in pair]
   missing = [stem for stem in stems if _find(directory, stem) is None]
   if missing:
-    raise FileNotFoundError(f"Fashion-MNIST files missing in {directory}: "
-                            f"{', '.join(s + '[.gz]' for s in missing)}; {_INSTALL_HINT}")
+    raise FileNotFoundError(
+      f"Fashion-MNIST files missing in {directory}: "
+      f"{', '.join(s + '[.gz]' for s in missing)}; {_INSTALL_HINT}"
+    )
   out = {}
   for split, (image_stem, label_stem) in FILES.items():
     image_path, label_path = _find(directory, image_stem), _find(directory, label_stem)
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-      raise ValueError(f"{image_path}: expected uint8 images of shape (N, 28, 28), got "
-                       f"{images.dtype} {images.shape}")
+      raise ValueError(
+        f"{image_path}: expected uint8 images of shape (N, 28, 28), got "
+        f"{images.dtype} {images.shape}"
+      )
     if labels.dtype != np.uint8 or labels.ndim != 1:
-      raise ValueError(f"{label_path}: expected a uint8 vector of labels, got "
-                       f"{labels.dtype} {labels.shape}")
+      raise ValueError(
+        f"{label_path}: expected a uint8 vector of labels, got {labels.dtype} {labels.shape}"
+      )
     if len(labels) != len(images):
-      raise ValueError(f"{label_path}: {len(labels)} labels for {len(images)} images in "
-                       f"{image_path}")
+      raise ValueError(
+        f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}"
+      )
     if len(labels) and labels.max() >= len(CLASS_NAMES):
-      raise ValueError(f"{label_path}: {int((labels >= len(CLASS_NAMES)).sum())} labels "
-                       f">= {len(CLASS_NAMES)}")
+      raise ValueError(
+        f"{label_path}: {int((labels >= len(CLASS_NAMES)).sum())} labels >= {len(CLASS_NAMES)}"
+      )
     out[split] = (images, labels.astype(np.int32))
   return out

@@ -43,8 +43,15 @@ class LeNetTrunk(nnx.Module):
     (2, 50)
   """
 
-  def __init__(self, image_shape: Sequence[int] = (36, 36, 1), channels: Sequence[int] = (10, 20),
-               kernel_size: int = 5, hidden: int = 50, *, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_shape: Sequence[int] = (36, 36, 1),
+    channels: Sequence[int] = (10, 20),
+    kernel_size: int = 5,
+    hidden: int = 50,
+    *,
+    rngs: nnx.Rngs,
+  ):
     height, width, in_channels = (int(d) for d in image_shape)
     c1, c2 = (int(c) for c in channels)
     size = []
@@ -52,8 +59,10 @@ class LeNetTrunk(nnx.Module):
       side = (side - kernel_size + 1) // 2
       side = (side - kernel_size + 1) // 2
       if side < 1:
-        raise ValueError(f"image_shape {tuple(image_shape)} is too small for two {kernel_size}×"
-                         f"{kernel_size} convolutions with 2×2 pooling")
+        raise ValueError(
+          f"image_shape {tuple(image_shape)} is too small for two {kernel_size}×"
+          f"{kernel_size} convolutions with 2×2 pooling"
+        )
       size.append(side)
     self.conv1 = nnx.Conv(in_channels, c1, (kernel_size, kernel_size), padding="VALID", rngs=rngs)
     self.conv2 = nnx.Conv(c1, c2, (kernel_size, kernel_size), padding="VALID", rngs=rngs)
@@ -94,16 +103,25 @@ class MultiLeNet(MultiTaskModel):
     (True, False)
   """
 
-  def __init__(self, n_tasks: int = 2, n_classes: int = 10, *,
-               image_shape: Sequence[int] = (36, 36, 1), channels: Sequence[int] = (10, 20),
-               kernel_size: int = 5, hidden: int = 50, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    n_tasks: int = 2,
+    n_classes: int = 10,
+    *,
+    image_shape: Sequence[int] = (36, 36, 1),
+    channels: Sequence[int] = (10, 20),
+    kernel_size: int = 5,
+    hidden: int = 50,
+    rngs: nnx.Rngs,
+  ):
     self.n_tasks = self._check_n_tasks(n_tasks)
     if int(n_classes) != n_classes or n_classes < 2:
       raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     self.n_classes = int(n_classes)
     self.trunk = LeNetTrunk(image_shape, channels, kernel_size, hidden, rngs=rngs)
-    self.heads = nnx.List([nnx.Linear(self.trunk.out_dim, self.n_classes, rngs=rngs)
-                           for _ in range(self.n_tasks)])
+    self.heads = nnx.List(
+      [nnx.Linear(self.trunk.out_dim, self.n_classes, rngs=rngs) for _ in range(self.n_tasks)]
+    )
 
   def _is_shared(self, path: tuple) -> bool:
     return path[0] == "trunk"

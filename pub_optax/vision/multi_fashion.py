@@ -22,8 +22,14 @@ import numpy as np
 
 from pub_optax.vision.fashion import DEFAULT_DIRECTORY, load_fashion_mnist
 
-__all__ = ["OFFSET", "TASK_NAMES", "MultiTaskImages", "make_multi_fashion", "multi_fashion_splits",
-           "overlay"]
+__all__ = [
+  "OFFSET",
+  "TASK_NAMES",
+  "MultiTaskImages",
+  "make_multi_fashion",
+  "multi_fashion_splits",
+  "overlay",
+]
 
 OFFSET = 8
 TASK_NAMES = ("top_left", "bottom_right")
@@ -102,8 +108,7 @@ class MultiTaskImages:
     """
     if isinstance(index, (int, np.integer)):
       index = np.array([index])
-    return MultiTaskImages(self.images[index], self.labels[index], self.n_classes,
-                           self.task_names)
+    return MultiTaskImages(self.images[index], self.labels[index], self.n_classes, self.task_names)
 
 
 def _as_unit_float(images: np.ndarray) -> np.ndarray:
@@ -135,10 +140,15 @@ def overlay(top_left: np.ndarray, bottom_right: np.ndarray, offset: int = OFFSET
     [[3, 3, 0], [3, 5, 5], [0, 5, 5]]
   """
   top_left, bottom_right = np.asarray(top_left), np.asarray(bottom_right)
-  if (top_left.shape != bottom_right.shape or top_left.ndim != 3
-      or top_left.shape[1] != top_left.shape[2]):
-    raise ValueError(f"overlay: expected two (N, S, S) batches of the same shape, got "
-                     f"{top_left.shape} and {bottom_right.shape}")
+  if (
+    top_left.shape != bottom_right.shape
+    or top_left.ndim != 3
+    or top_left.shape[1] != top_left.shape[2]
+  ):
+    raise ValueError(
+      f"overlay: expected two (N, S, S) batches of the same shape, got "
+      f"{top_left.shape} and {bottom_right.shape}"
+    )
   if offset < 0:
     raise ValueError(f"overlay: offset must be >= 0, got {offset}")
   n, s, _ = top_left.shape
@@ -150,9 +160,15 @@ def overlay(top_left: np.ndarray, bottom_right: np.ndarray, offset: int = OFFSET
   return canvas
 
 
-def make_multi_fashion(images: np.ndarray, labels: np.ndarray, n: int,
-                       seed: int | Sequence[int], *, offset: int = OFFSET,
-                       n_classes: int = 10) -> MultiTaskImages:
+def make_multi_fashion(
+  images: np.ndarray,
+  labels: np.ndarray,
+  n: int,
+  seed: int | Sequence[int],
+  *,
+  offset: int = OFFSET,
+  n_classes: int = 10,
+) -> MultiTaskImages:
   """Composes ``n`` Multi-Fashion examples from a pool of single items.
 
   For every example two different pool indices ``i != j`` are drawn with
@@ -204,11 +220,16 @@ def make_multi_fashion(images: np.ndarray, labels: np.ndarray, n: int,
   return MultiTaskImages(canvas[..., None], pair_labels, n_classes, TASK_NAMES)
 
 
-def multi_fashion_splits(directory: str | os.PathLike = DEFAULT_DIRECTORY, n_train: int = 10_000,
-                         n_val: int = 2_000, n_test: int = 10_000, seed: int = 0, *,
-                         val_pool: int = 10_000,
-                         data: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
-                         ) -> dict[str, MultiTaskImages]:
+def multi_fashion_splits(
+  directory: str | os.PathLike = DEFAULT_DIRECTORY,
+  n_train: int = 10_000,
+  n_val: int = 2_000,
+  n_test: int = 10_000,
+  seed: int = 0,
+  *,
+  val_pool: int = 10_000,
+  data: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, MultiTaskImages]:
   """Train, validation and test Multi-Fashion sets from Fashion-MNIST.
 
   The 60,000 Fashion-MNIST training images are split once, with ``seed``, into a validation
@@ -252,8 +273,9 @@ def multi_fashion_splits(directory: str | os.PathLike = DEFAULT_DIRECTORY, n_tra
   val_idx, train_idx = order[:val_pool], order[val_pool:]
   train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
   return {
-      "train": make_multi_fashion(train_images[train_idx], train_labels[train_idx], n_train,
-                                  [seed, 1]),
-      "val": make_multi_fashion(train_images[val_idx], train_labels[val_idx], n_val, [seed, 2]),
-      "test": make_multi_fashion(test_images, test_labels, n_test, [seed, 3]),
+    "train": make_multi_fashion(
+      train_images[train_idx], train_labels[train_idx], n_train, [seed, 1]
+    ),
+    "val": make_multi_fashion(train_images[val_idx], train_labels[val_idx], n_val, [seed, 2]),
+    "test": make_multi_fashion(test_images, test_labels, n_test, [seed, 3]),
   }

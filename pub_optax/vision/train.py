@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +24,9 @@ import optax
 import optax.losses
 from flax import nnx
 
+from pub_optax._training import make_train_step
 from pub_optax.ranking.data.batching import pad_batch
 from pub_optax.ranking.models.functional import apply, split
-from pub_optax.training import make_train_step
 from pub_optax.vision.multi_fashion import MultiTaskImages
 
 __all__ = ["Trainer", "batches", "fit", "task_losses"]
@@ -128,16 +128,22 @@ class Trainer:
     loss_sum = np.zeros(data.n_tasks, np.float64)
     correct_sum = np.zeros(data.n_tasks, np.int64)
     for start in range(0, len(data), batch_size):
-      batch = {"images": data.images[start:start + batch_size],
-               "labels": data.labels[start:start + batch_size]}
+      batch = {
+        "images": data.images[start : start + batch_size],
+        "labels": data.labels[start : start + batch_size],
+      }
       padded, mask = pad_batch(batch, batch_size)
       losses, correct = self.eval_step(params, rest, padded)
       loss_sum += np.asarray(losses, np.float64)[mask].sum(axis=0)
       correct_sum += np.asarray(correct)[mask].sum(axis=0)
     accuracy = correct_sum / len(data)
     loss = loss_sum / len(data)
-    return {"accuracy": [float(a) for a in accuracy], "mean_accuracy": float(accuracy.mean()),
-            "loss": [float(x) for x in loss], "mean_loss": float(loss.mean())}
+    return {
+      "accuracy": [float(a) for a in accuracy],
+      "mean_accuracy": float(accuracy.mean()),
+      "loss": [float(x) for x in loss],
+      "mean_loss": float(loss.mean()),
+    }
 
 
 def batches(data: MultiTaskImages, batch_size: int, seed: int, epoch: int) -> Iterator[dict]:
@@ -165,14 +171,21 @@ def batches(data: MultiTaskImages, batch_size: int, seed: int, epoch: int) -> It
   order = np.random.default_rng([int(seed), int(epoch)]).permutation(len(data))
   stop = len(data) - len(data) % batch_size if len(data) >= batch_size else len(data)
   for start in range(0, stop, batch_size):
-    index = np.sort(order[start:start + batch_size])
+    index = np.sort(order[start : start + batch_size])
     yield {"images": data.images[index], "labels": data.labels[index]}
 
 
-def fit(model: nnx.Module, tx: optax.GradientTransformation,
-        splits: Mapping[str, MultiTaskImages], epochs: int, batch_size: int = 256,
-        seed: int = 0, *, eval_batch_size: int = 1000,
-        log: Optional[Callable[[dict], Any]] = None) -> dict:
+def fit(
+  model: nnx.Module,
+  tx: optax.GradientTransformation,
+  splits: Mapping[str, MultiTaskImages],
+  epochs: int,
+  batch_size: int = 256,
+  seed: int = 0,
+  *,
+  eval_batch_size: int = 1000,
+  log: Callable[[dict], Any] | None = None,
+) -> dict:
   """Trains ``model`` with ``tx``, validating per epoch and keeping the best epoch.
 
   After every epoch the model is evaluated on ``splits["val"]``; the parameters of the epoch
@@ -235,10 +248,15 @@ def fit(model: nnx.Module, tx: optax.GradientTransformation,
     weights = np.asarray(jnp.stack(weights))
     train_seconds = time.perf_counter() - start
     val = trainer.evaluate(params, rest, splits["val"], eval_batch_size)
-    record = {"epoch": epoch, "train_loss": [float(x) for x in losses.mean(axis=0)],
-              "weights": [float(x) for x in weights.mean(axis=0)],
-              "shared_update_rms": float(np.median(np.asarray(jnp.stack(update_rms)))), "val": val,
-              "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+    record = {
+      "epoch": epoch,
+      "train_loss": [float(x) for x in losses.mean(axis=0)],
+      "weights": [float(x) for x in weights.mean(axis=0)],
+      "shared_update_rms": float(np.median(np.asarray(jnp.stack(update_rms)))),
+      "val": val,
+      "train_seconds": train_seconds,
+      "seconds": time.perf_counter() - start,
+    }
     history.append(record)
     if log is not None:
       log(record)
@@ -246,8 +264,14 @@ def fit(model: nnx.Module, tx: optax.GradientTransformation,
       best = (val["mean_accuracy"], epoch, params, rest, val)
   _, best_epoch, params, rest, val = best
   nnx.update(model, params, rest)
-  test = (trainer.evaluate(params, rest, splits["test"], eval_batch_size)
-          if "test" in splits else None)
+  test = (
+    trainer.evaluate(params, rest, splits["test"], eval_batch_size) if "test" in splits else None
+  )
   times = [r["seconds"] for r in history]
-  return {"history": history, "best_epoch": best_epoch, "val": val, "test": test,
-          "seconds_per_epoch": float(np.mean(times[1:] if len(times) > 1 else times))}
+  return {
+    "history": history,
+    "best_epoch": best_epoch,
+    "val": val,
+    "test": test,
+    "seconds_per_epoch": float(np.mean(times[1:] if len(times) > 1 else times)),
+  }

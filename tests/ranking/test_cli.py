@@ -18,7 +18,12 @@ SMALL = ["--rows", "3000", "--batch-size", "256", "--lr", "1e-2", "--no-progress
 
 def test_train_writes_table_json_and_png(tmp_path, capsys):
   out = str(tmp_path / "run")
-  assert cli.main(["train", "--methods", "pub,equal", "--epochs", "2", "--seeds", "2", "--out", out] + SMALL) == 0
+  assert (
+    cli.main(
+      ["train", "--methods", "pub,equal", "--epochs", "2", "--seeds", "2", "--out", out] + SMALL
+    )
+    == 0
+  )
   printed = capsys.readouterr().out
   assert "mean auc" in printed and "pub" in printed and "equal" in printed
   report = json.load(open(os.path.join(out, "results.json")))
@@ -43,8 +48,14 @@ def test_train_writes_table_json_and_png(tmp_path, capsys):
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
   splits = generate_splits(2000, 500, 500, seed=0, conversion_rate=0.2)
-  base = dict(model="mmoe", method="pub", batch_size=256, learning_rate=1e-2, patience=5,
-              model_kwargs=cli.model_kwargs("mmoe", "small", 0.2))
+  base = dict(
+    model="mmoe",
+    method="pub",
+    batch_size=256,
+    learning_rate=1e-2,
+    patience=5,
+    model_kwargs=cli.model_kwargs("mmoe", "small", 0.2),
+  )
   ckpt = str(tmp_path / "pub.ckpt")
   first = run(RunConfig(epochs=1, **base), splits, checkpoint=ckpt, progress=False)
   resumed = run(RunConfig(epochs=2, **base), splits, checkpoint=ckpt, progress=False)
@@ -60,14 +71,21 @@ def test_a_learning_rate_sweep_compiles_one_step_and_each_rate_acts():
   from pub_optax.ranking import experiment
 
   splits = generate_splits(1500, 400, 400, seed=1, conversion_rate=0.2)
-  config = lambda lr, seed=0: RunConfig(model="mmoe", method="pub", seed=seed, epochs=1, batch_size=256,
-                                        learning_rate=lr, model_kwargs=cli.model_kwargs("mmoe", "small", 0.0))
+  config = lambda lr, seed=0: RunConfig(
+    model="mmoe",
+    method="pub",
+    seed=seed,
+    epochs=1,
+    batch_size=256,
+    learning_rate=lr,
+    model_kwargs=cli.model_kwargs("mmoe", "small", 0.0),
+  )
   experiment._COMPILED.clear()
   fresh = run(config(3e-2), splits, progress=False)  # compiled for this rate
   experiment._COMPILED.clear()
   sweep = [run(config(lr), splits, progress=False) for lr in (1e-3, 3e-2)]
   sweep.append(run(config(3e-2, seed=1), splits, progress=False))
-  (train_step, _), = experiment._COMPILED.values()
+  ((train_step, _),) = experiment._COMPILED.values()
   assert train_step._cache_size() == 1  # one program for both rates and both seeds
   assert sweep[1]["test"] == fresh["test"]  # the rate came from the state, not from the first run
   assert sweep[0]["test"] != sweep[1]["test"]
@@ -76,7 +94,12 @@ def test_a_learning_rate_sweep_compiles_one_step_and_each_rate_acts():
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_every_model_trains_with_pub_and_equal(tmp_path, model):
   out = str(tmp_path / model)
-  assert cli.main(["train", "--model", model, "--methods", "pub,equal", "--epochs", "1", "--out", out] + SMALL) == 0
+  assert (
+    cli.main(
+      ["train", "--model", model, "--methods", "pub,equal", "--epochs", "1", "--out", out] + SMALL
+    )
+    == 0
+  )
   report = json.load(open(os.path.join(out, "results.json")))
   for r in report["runs"]:
     assert np.isfinite(r["test"]["ctr_auc"]) and np.isfinite(r["test"]["ctcvr_logloss"])
@@ -85,7 +108,10 @@ def test_every_model_trains_with_pub_and_equal(tmp_path, model):
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):
   assert cli.main(["train", "--methods", "pub,nope", "--out", str(tmp_path)]) == 2
   assert "unknown method(s) ['nope']" in capsys.readouterr().err
-  assert cli.main(["train", "--data", "aliexpress:" + str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+  assert (
+    cli.main(["train", "--data", "aliexpress:" + str(tmp_path / "missing"), "--out", str(tmp_path)])
+    == 2
+  )
   assert "missing" in capsys.readouterr().err
   assert cli.main(["train", "--data", "csv:/x", "--out", str(tmp_path)]) == 2
   assert "unknown --data kind 'csv'" in capsys.readouterr().err

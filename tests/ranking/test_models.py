@@ -17,11 +17,11 @@ CARD = (5, 7, 11)
 N_NUM = 4
 B = 32
 SMALL = {
-    "shared_bottom": dict(bottom_dims=(16, 8), tower_dims=(8,)),
-    "mmoe": dict(n_experts=3, expert_dims=(16, 8), tower_dims=(8,)),
-    "ple": dict(n_shared_experts=2, n_task_experts=1, expert_dims=(16, 8), tower_dims=(8,)),
-    "esmm": dict(bottom_dims=(16,), tower_dims=(8,)),
-    "aitm": dict(bottom_dims=(16, 8), tower_dims=(8,)),
+  "shared_bottom": dict(bottom_dims=(16, 8), tower_dims=(8,)),
+  "mmoe": dict(n_experts=3, expert_dims=(16, 8), tower_dims=(8,)),
+  "ple": dict(n_shared_experts=2, n_task_experts=1, expert_dims=(16, 8), tower_dims=(8,)),
+  "esmm": dict(bottom_dims=(16,), tower_dims=(8,)),
+  "aitm": dict(bottom_dims=(16, 8), tower_dims=(8,)),
 }
 CASES = [(name, k) for name in M.MODEL_NAMES for k in (1, 2, 3) if name != "esmm" or k == 2]
 
@@ -94,6 +94,7 @@ def test_auc_helper():
 
 # --------------------------------------------------------------------------- forward & mask
 
+
 @pytest.mark.parametrize("name,k", CASES)
 def test_forward_shape_dtype_finite(name, k):
   model = make(name, k)
@@ -128,17 +129,25 @@ def test_shared_mask_structure(name, k):
 # functional-step tests); the others exercise their own wiring without norm and dropout.
 PLAIN = (("norm", None), ("dropout", 0.0))
 GRAD_CASES = {
-    "shared_bottom-3": ("shared_bottom", 3, ()),
-    "mmoe-3": ("mmoe", 3, PLAIN),
-    "ple-3": ("ple", 3, PLAIN),
-    "ple-2-three-levels": ("ple", 2, PLAIN + (("expert_dims", (8, 8, 8)),
-                                              ("n_shared_experts", 1), ("n_task_experts", 1))),
-    "esmm-2": ("esmm", 2, PLAIN),
-    "aitm-3": ("aitm", 3, PLAIN),
-    "aitm-2-detached": ("aitm", 2, PLAIN + (("detach_transfer", True),)),
+  "shared_bottom-3": ("shared_bottom", 3, ()),
+  "mmoe-3": ("mmoe", 3, PLAIN),
+  "ple-3": ("ple", 3, PLAIN),
+  "ple-2-three-levels": (
+    "ple",
+    2,
+    PLAIN + (("expert_dims", (8, 8, 8)), ("n_shared_experts", 1), ("n_task_experts", 1)),
+  ),
+  "esmm-2": ("esmm", 2, PLAIN),
+  "aitm-3": ("aitm", 3, PLAIN),
+  "aitm-2-detached": ("aitm", 2, PLAIN + (("detach_transfer", True),)),
 }
-TRAIN_CASES = {"shared_bottom": "shared_bottom-3", "mmoe": "mmoe-3", "ple": "ple-3",
-               "esmm": "esmm-2", "aitm": "aitm-3"}
+TRAIN_CASES = {
+  "shared_bottom": "shared_bottom-3",
+  "mmoe": "mmoe-3",
+  "ple": "ple-3",
+  "esmm": "esmm-2",
+  "aitm": "aitm-3",
+}
 
 
 @functools.cache
@@ -199,6 +208,7 @@ def test_mask_rules_for_ple_and_aitm():
 
 # --------------------------------------------------------------------------- ESMM
 
+
 def test_esmm_ctcvr_is_product_of_towers():
   model = make("esmm", 2)
   model.eval()
@@ -206,8 +216,9 @@ def test_esmm_ctcvr_is_product_of_towers():
   out = model(cat, num)
   ab = model.tower_logits(cat, num)
   np.testing.assert_array_equal(out[:, 0], ab[:, 0])
-  np.testing.assert_allclose(jax.nn.sigmoid(out[:, 1]),
-                             jax.nn.sigmoid(ab[:, 0]) * jax.nn.sigmoid(ab[:, 1]), atol=1e-6)
+  np.testing.assert_allclose(
+    jax.nn.sigmoid(out[:, 1]), jax.nn.sigmoid(ab[:, 0]) * jax.nn.sigmoid(ab[:, 1]), atol=1e-6
+  )
 
 
 def test_product_logit_stable_and_exact():
@@ -219,17 +230,22 @@ def test_product_logit_stable_and_exact():
   assert bool(jnp.all(jnp.isfinite(got)))
   np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
   ga, gb = jax.jit(jax.vmap(jax.grad(M.product_logit, argnums=(0, 1))))(
-      jnp.asarray(a.ravel(), jnp.float32), jnp.asarray(b.ravel(), jnp.float32))
+    jnp.asarray(a.ravel(), jnp.float32), jnp.asarray(b.ravel(), jnp.float32)
+  )
   assert bool(jnp.all(jnp.isfinite(ga)) & jnp.all(jnp.isfinite(gb)))
   ext = jnp.array([-50.0, 50.0])
-  np.testing.assert_allclose(jax.nn.sigmoid(M.product_logit(ext, ext[::-1])),
-                             jax.nn.sigmoid(ext) * jax.nn.sigmoid(ext[::-1]), atol=1e-6)
+  np.testing.assert_allclose(
+    jax.nn.sigmoid(M.product_logit(ext, ext[::-1])),
+    jax.nn.sigmoid(ext) * jax.nn.sigmoid(ext[::-1]),
+    atol=1e-6,
+  )
 
 
 def test_aitm_calibration_penalty():
   assert float(M.calibration_penalty(jnp.array([[3.0, 1.0, -2.0]]))) == 0.0
-  np.testing.assert_allclose(M.calibration_penalty(jnp.array([[0.0, 0.0], [-50.0, 50.0]])),
-                             0.5, rtol=1e-6)
+  np.testing.assert_allclose(
+    M.calibration_penalty(jnp.array([[0.0, 0.0], [-50.0, 50.0]])), 0.5, rtol=1e-6
+  )
 
 
 # --------------------------------------------------------------------------- functional step
@@ -238,8 +254,10 @@ APPLY = jax.jit(M.apply, static_argnums=0)
 
 
 def _arrays(state):
-  return [jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-          for x in jax.tree.leaves(state)]
+  return [
+    jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    for x in jax.tree.leaves(state)
+  ]
 
 
 def test_apply_train_mode_updates_state_and_matches_separate_grads():
@@ -271,8 +289,10 @@ def test_apply_train_mode_updates_state_and_matches_separate_grads():
     v = jax.tree.map(lambda x: x / norm, v)
     shifted = lambda s: jax.tree.map(lambda p, d: p + s * d, params, v)
     numeric = (task_losses(shifted(eps)) - task_losses(shifted(-eps))) / (2 * eps)
-    analytic = sum(np.asarray(g).reshape(3, -1) @ np.asarray(d).ravel()
-                   for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
+    analytic = sum(
+      np.asarray(g).reshape(3, -1) @ np.asarray(d).ravel()
+      for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(v))
+    )
     np.testing.assert_allclose(analytic, numeric, rtol=1e-3, atol=1e-5)
   assert APPLY._cache_size() == 1  # no recompilation across calls
 
@@ -292,6 +312,7 @@ def test_apply_eval_mode_is_deterministic_and_stateless():
 
 # --------------------------------------------------------------------------- training sanity
 
+
 @pytest.mark.parametrize("name", M.MODEL_NAMES)
 def test_trains_on_separable_problem(name):
   """A funnel: task 0 = field-0 id < 3, task t = task t-1 and field-t id < cardinality/2.
@@ -310,16 +331,18 @@ def test_trains_on_separable_problem(name):
   opt_state = ADAM.init(params)
   for step in range(100):
     rows = np.random.default_rng(step).choice(512, B, replace=False)
-    params, rest, opt_state, _ = train_step(graphdef, params, rest, opt_state, cat[rows],
-                                            num[rows], labels[rows])
+    params, rest, opt_state, _ = train_step(
+      graphdef, params, rest, opt_state, cat[rows], num[rows], labels[rows]
+    )
   trained = nnx.merge(graphdef, params, rest)
   trained.eval()
-  scores = np.concatenate([trained(cat[i:i + B], num[i:i + B]) for i in range(0, 512, B)])
+  scores = np.concatenate([trained(cat[i : i + B], num[i : i + B]) for i in range(0, 512, B)])
   aucs = [auc(labels[:, t], scores[:, t]) for t in range(k)]
   assert min(aucs) > 0.9, (name, aucs)
 
 
 # --------------------------------------------------------------------------- options & errors
+
 
 @pytest.mark.parametrize("norm", ["layer", None])
 def test_norm_options(norm):
@@ -330,8 +353,18 @@ def test_norm_options(norm):
 
 
 def test_no_numerical_features():
-  model = M.build_model("shared_bottom", CARD, 0, 2, rngs=nnx.Rngs(0), embed_dim=8,
-                        bottom_dims=(8,), tower_dims=(4,), norm=None, dropout=0.0)
+  model = M.build_model(
+    "shared_bottom",
+    CARD,
+    0,
+    2,
+    rngs=nnx.Rngs(0),
+    embed_dim=8,
+    bottom_dims=(8,),
+    tower_dims=(4,),
+    norm=None,
+    dropout=0.0,
+  )
   cat, _ = batch()
   assert model(cat, None).shape == (B, 2)
   assert model(cat, jnp.zeros((B, 0))).shape == (B, 2)

@@ -21,10 +21,18 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _train(model_name, method, sparse, data, steps=5):
-  model = build_model(model_name, data.cardinalities, data.numerical.shape[1], data.labels.shape[1],
-                      rngs=nnx.Rngs(params=0, dropout=1), norm="layer",
-                      **cli.model_kwargs(model_name, "small", 0.2))
-  tx = pub_optax.make_method(method, 3e-2, num_tasks=data.labels.shape[1], shared=model.shared_mask())
+  model = build_model(
+    model_name,
+    data.cardinalities,
+    data.numerical.shape[1],
+    data.labels.shape[1],
+    rngs=nnx.Rngs(params=0, dropout=1),
+    norm="layer",
+    **cli.model_kwargs(model_name, "small", 0.2),
+  )
+  tx = pub_optax.make_method(
+    method, 3e-2, num_tasks=data.labels.shape[1], shared=model.shared_mask()
+  )
   trainer = Trainer(model, tx, sparse_embeddings=sparse)
   params, rest, state = trainer.params, trainer.rest, tx.init(trainer.params)
   for _, batch in zip(range(steps), train_batches(data, 128, seed=0, epoch=0)):
@@ -33,26 +41,57 @@ def _train(model_name, method, sparse, data, steps=5):
   return params, state
 
 
-@pytest.mark.parametrize("model_name, method", [(m, "pub") for m in MODEL_NAMES] + [("mmoe", "nash_mtl")])
+@pytest.mark.parametrize(
+  "model_name, method", [(m, "pub") for m in MODEL_NAMES] + [("mmoe", "nash_mtl")]
+)
 def test_sparse_embeddings_train_like_dense(model_name, method):
   data = generate_splits(1000, 200, 200, seed=0)["train"]
-  assert max(data.cardinalities) > 128 > min(data.cardinalities)  # some tables compact, some stay dense
+  assert (
+    max(data.cardinalities) > 128 > min(data.cardinalities)
+  )  # some tables compact, some stay dense
   dense = _train(model_name, method, False, data)
   sparse = _train(model_name, method, True, data)
   for a, b in zip(jax.tree.leaves(dense), jax.tree.leaves(sparse)):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=5e-5)  # steps are ~3e-2
+    np.testing.assert_allclose(
+      np.asarray(b), np.asarray(a), rtol=1e-3, atol=5e-5
+    )  # steps are ~3e-2
 
 
 def test_sparse_embeddings_run_through_the_command(tmp_path):
   out = str(tmp_path / "run")
-  assert cli.main(["train", "--methods", "pub,equal", "--epochs", "1", "--rows", "2000", "--batch-size", "256",
-                   "--sparse-embeddings", "--no-progress", "--out", out]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--methods",
+        "pub,equal",
+        "--epochs",
+        "1",
+        "--rows",
+        "2000",
+        "--batch-size",
+        "256",
+        "--sparse-embeddings",
+        "--no-progress",
+        "--out",
+        out,
+      ]
+    )
+    == 0
+  )
 
 
 @pytest.mark.parametrize("method", ["adatask", "pub_clippy"])
 def test_methods_without_row_sparse_support_are_refused(method, tmp_path, capsys):
-  assert cli.main(["train", "--methods", f"pub,{method}", "--sparse-embeddings", "--out", str(tmp_path)]) == 2
+  assert (
+    cli.main(["train", "--methods", f"pub,{method}", "--sparse-embeddings", "--out", str(tmp_path)])
+    == 2
+  )
   assert f"method(s) ['{method}'] need dense table gradients" in capsys.readouterr().err
   splits = generate_splits(500, 200, 200, seed=0)
   with pytest.raises(ValueError, match="does not take row-sparse"):
-    run(RunConfig(method=method, epochs=1, batch_size=128, sparse_embeddings=True), splits, progress=False)
+    run(
+      RunConfig(method=method, epochs=1, batch_size=128, sparse_embeddings=True),
+      splits,
+      progress=False,
+    )

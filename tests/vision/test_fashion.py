@@ -27,7 +27,7 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True, code: int = 
 
 
 def write_raw(path: Path, raw: bytes, compress: bool = True) -> None:
-  with (gzip.open(path, "wb") if compress else open(path, "wb")) as f:
+  with gzip.open(path, "wb") if compress else open(path, "wb") as f:
     f.write(raw)
 
 
@@ -70,8 +70,10 @@ def test_read_idx_round_trips_images_and_labels(tmp_path, compress):
   np.testing.assert_array_equal(got_labels, labels)
 
 
-@pytest.mark.parametrize("code,dtype", [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
-                                        (0x0D, np.float32), (0x0E, np.float64)])
+@pytest.mark.parametrize(
+  "code,dtype",
+  [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)],
+)
 def test_read_idx_other_types_in_native_byte_order(tmp_path, code, dtype):
   array = (np.arange(24).reshape(2, 3, 4) - 7).astype(dtype)
   got = vision.read_idx(write_idx(tmp_path / "a.gz", array, code=code))
@@ -94,7 +96,9 @@ def _header(code=0x08, dims=(3,)):
   return struct.pack(">BBBB", 0, 0, code, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
 
 
-@pytest.mark.parametrize("raw,message", [
+@pytest.mark.parametrize(
+  "raw,message",
+  [
     (b"\x00\x00", "too short"),
     (b"\x01\x00\x08\x01" + struct.pack(">I", 1) + b"\x00", "magic"),
     (b"\x00\x05\x08\x01" + struct.pack(">I", 1) + b"\x00", "magic"),
@@ -105,7 +109,8 @@ def _header(code=0x08, dims=(3,)):
     (_header(dims=(3,)) + b"\x00\x00\x00\x00", "4 data bytes"),
     (_header(code=0x0C, dims=(2,)) + b"\x00" * 7, "need 8"),
     (_header(dims=(2, 28, 28)) + b"\x00" * (2 * 28 * 28 - 1), "need 1568"),
-])
+  ],
+)
 @pytest.mark.parametrize("compress", [True, False])
 def test_read_idx_malformed_names_file(tmp_path, raw, message, compress):
   path = tmp_path / "bad-idx-ubyte"
@@ -118,7 +123,7 @@ def test_read_idx_malformed_names_file(tmp_path, raw, message, compress):
 def test_read_idx_corrupt_gzip_names_file(tmp_path):
   path = tmp_path / "broken.gz"
   good = gzip.compress(_header(dims=(100,)) + bytes(100))
-  path.write_bytes(good[:len(good) // 2])  # truncated gzip stream
+  path.write_bytes(good[: len(good) // 2])  # truncated gzip stream
   with pytest.raises(ValueError, match="broken.gz"):
     vision.read_idx(path)
   path.write_bytes(b"\x1f\x8b" + b"garbage" * 5)
@@ -174,8 +179,9 @@ def test_load_fashion_mnist_inconsistent_files(tmp_path):
     vision.load_fashion_mnist(tmp_path)
 
 
-@pytest.mark.skipif(not os.path.isdir(DEFAULT_DIRECTORY),
-                    reason="dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+  not os.path.isdir(DEFAULT_DIRECTORY), reason="dataset-fashion-mnist is not installed"
+)
 def test_real_fashion_mnist():
   data = vision.load_fashion_mnist()
   (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
@@ -209,11 +215,13 @@ def test_overlay_positions_and_max():
   a = np.arange(1, 10).reshape(1, 3, 3)
   b = np.full((1, 3, 3), 5)
   canvas = vision.overlay(a, b, offset=2)[0]
-  assert canvas.tolist() == [[1, 2, 3, 0, 0],
-                             [4, 5, 6, 0, 0],
-                             [7, 8, 9, 5, 5],
-                             [0, 0, 5, 5, 5],
-                             [0, 0, 5, 5, 5]]
+  assert canvas.tolist() == [
+    [1, 2, 3, 0, 0],
+    [4, 5, 6, 0, 0],
+    [7, 8, 9, 5, 5],
+    [0, 0, 5, 5, 5],
+    [0, 0, 5, 5, 5],
+  ]
   with pytest.raises(ValueError, match="same shape"):
     vision.overlay(np.zeros((1, 3, 3)), np.zeros((1, 3, 4)))
 
@@ -239,7 +247,8 @@ def test_make_multi_fashion_composition_exact():
     np.testing.assert_array_equal(canvas[8:, 28:], items[j, :, 20:] / np.float32(255))  # only j
     assert not canvas[28:, :8].any() and not canvas[:8, 28:].any()  # empty corners
     np.testing.assert_array_equal(
-        canvas[8:28, 8:28], np.maximum(items[i, 8:, 8:], items[j, :20, :20]) / np.float32(255))
+      canvas[8:28, 8:28], np.maximum(items[i, 8:, 8:], items[j, :20, :20]) / np.float32(255)
+    )
     assert data.labels[row].tolist() == [labels[i], labels[j]]
 
 
@@ -262,14 +271,17 @@ def test_make_multi_fashion_more_examples_than_items_and_floats():
   np.testing.assert_allclose(as_float.images, data.images, atol=1e-7)
 
 
-@pytest.mark.parametrize("kwargs,message", [
+@pytest.mark.parametrize(
+  "kwargs,message",
+  [
     (dict(images=np.zeros((1, 28, 28), np.uint8), labels=np.zeros(1, int)), "at least 2"),
     (dict(images=np.zeros((4, 28, 28), np.uint8), labels=np.zeros(3, int)), "labels"),
     (dict(images=np.zeros((4, 28, 27), np.uint8), labels=np.zeros(4, int)), r"\(M, S, S\)"),
     (dict(images=np.full((4, 28, 28), 2.0), labels=np.zeros(4, int)), r"\[0, 1\]"),
     (dict(images=np.zeros((4, 28, 28), np.int16), labels=np.zeros(4, int)), "uint8"),
     (dict(images=np.zeros((4, 28, 28), np.uint8), labels=np.full(4, 10)), "outside"),
-])
+  ],
+)
 def test_make_multi_fashion_rejects_bad_input(kwargs, message):
   with pytest.raises(ValueError, match=message):
     vision.make_multi_fashion(n=3, seed=0, **kwargs)
@@ -286,10 +298,13 @@ def test_multi_task_images_validates():
 
 def test_multi_fashion_splits_pools():
   rng = np.random.default_rng(0)
-  data = {"train": (tagged_items(120, 0), rng.integers(0, 10, 120)),
-          "test": (tagged_items(40, 200), rng.integers(0, 10, 40))}
-  splits = vision.multi_fashion_splits(n_train=90, n_val=30, n_test=35, seed=1, val_pool=30,
-                                       data=data)
+  data = {
+    "train": (tagged_items(120, 0), rng.integers(0, 10, 120)),
+    "test": (tagged_items(40, 200), rng.integers(0, 10, 40)),
+  }
+  splits = vision.multi_fashion_splits(
+    n_train=90, n_val=30, n_test=35, seed=1, val_pool=30, data=data
+  )
   assert {k: len(v) for k, v in splits.items()} == {"train": 90, "val": 30, "test": 35}
   ids = {k: set(np.concatenate(identities(v)).tolist()) for k, v in splits.items()}
   assert not ids["train"] & ids["val"]  # validation items are held out of training
@@ -301,8 +316,9 @@ def test_multi_fashion_splits_pools():
     offset = 200 if name == "test" else 0
     np.testing.assert_array_equal(split.labels[:, 0], source_labels[first - offset])
     np.testing.assert_array_equal(split.labels[:, 1], source_labels[second - offset])
-  again = vision.multi_fashion_splits(n_train=90, n_val=10, n_test=35, seed=1, val_pool=30,
-                                      data=data)
+  again = vision.multi_fashion_splits(
+    n_train=90, n_val=10, n_test=35, seed=1, val_pool=30, data=data
+  )
   np.testing.assert_array_equal(again["train"].images, splits["train"].images)
   np.testing.assert_array_equal(again["test"].labels, splits["test"].labels)
   with pytest.raises(ValueError, match="val_pool"):

@@ -30,9 +30,11 @@ def class_bar_items(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def equal_weight_tx(mask):
   equal = pub_optax.weightings.stateless(
-      "equal", lambda g: jnp.full(g.shape[0], 1 / g.shape[0], g.dtype))
-  return pub_optax.balance(optax.scale_by_adam(), equal, 1e-3, num_tasks=2, level="gradient",
-                           shared=mask)
+    "equal", lambda g: jnp.full(g.shape[0], 1 / g.shape[0], g.dtype)
+  )
+  return pub_optax.balance(
+    optax.scale_by_adam(), equal, 1e-3, num_tasks=2, level="gradient", shared=mask
+  )
 
 
 @pytest.mark.parametrize("n_tasks", [1, 2, 3])
@@ -96,8 +98,9 @@ def test_task_losses_matches_reference():
   labels = rng.integers(0, 10, (6, 2))
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   expected = -np.take_along_axis(logp, labels[..., None], -1)[..., 0].mean(0)
-  np.testing.assert_allclose(vision.task_losses(jnp.asarray(logits), jnp.asarray(labels)),
-                             expected, rtol=1e-5)
+  np.testing.assert_allclose(
+    vision.task_losses(jnp.asarray(logits), jnp.asarray(labels)), expected, rtol=1e-5
+  )
 
 
 def test_evaluate_pads_without_dropping_rows():
@@ -125,8 +128,9 @@ def test_gradient_level_balance_step():
 
 
 def test_batches_static_size_and_seeded():
-  data = vision.MultiTaskImages(np.zeros((10, 2, 2, 1), np.float32),
-                                np.arange(20).reshape(10, 2) % 10)
+  data = vision.MultiTaskImages(
+    np.zeros((10, 2, 2, 1), np.float32), np.arange(20).reshape(10, 2) % 10
+  )
   first = list(vision.batches(data, 4, seed=0, epoch=0))
   assert [len(b["labels"]) for b in first] == [4, 4]
   again = list(vision.batches(data, 4, seed=0, epoch=0))
@@ -139,9 +143,14 @@ def test_batches_static_size_and_seeded():
 def test_pub_adam_learns_synthetic_multi_fashion():
   items, labels = class_bar_items(600, seed=0)
   test_items, test_labels = class_bar_items(200, seed=1)
-  splits = vision.multi_fashion_splits(n_train=2048, n_val=256, n_test=512, seed=0, val_pool=100,
-                                       data={"train": (items, labels),
-                                             "test": (test_items, test_labels)})
+  splits = vision.multi_fashion_splits(
+    n_train=2048,
+    n_val=256,
+    n_test=512,
+    seed=0,
+    val_pool=100,
+    data={"train": (items, labels), "test": (test_items, test_labels)},
+  )
   model = vision.MultiLeNet(rngs=nnx.Rngs(0))
   tx = pub_optax.pub_adam(1e-3, num_tasks=2, shared=model.shared_mask())
   records = []
@@ -159,5 +168,7 @@ def test_pub_adam_learns_synthetic_multi_fashion():
   assert min(test_accuracy) > 0.6, test_accuracy  # chance is 0.1
   assert all(np.isfinite(w) for r in records for w in r["weights"])
   # Convex PUB keeps Adam's step size: the applied shared update's RMS is of the order of the rate.
-  assert all(0 < r["shared_update_rms"] <= 1e-3 * 1.01 for r in records), [r["shared_update_rms"] for r in records]
+  assert all(0 < r["shared_update_rms"] <= 1e-3 * 1.01 for r in records), [
+    r["shared_update_rms"] for r in records
+  ]
   assert elapsed < 40, elapsed

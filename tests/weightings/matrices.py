@@ -41,8 +41,9 @@ class Batch(NamedTuple):
   scaled: list
 
 
-def task_vectors(rng: np.random.Generator, k: int, rank: int, dim: int,
-                 norm_spread: float = 1.0) -> np.ndarray:
+def task_vectors(
+  rng: np.random.Generator, k: int, rank: int, dim: int, norm_spread: float = 1.0
+) -> np.ndarray:
   """``(k, dim)`` task vectors of the given rank; row norms vary by up to ``10^±norm_spread``."""
   j = rng.standard_normal((k, rank)) @ rng.standard_normal((rank, dim))
   return j * 10.0 ** rng.uniform(-norm_spread, norm_spread, size=(k, 1))

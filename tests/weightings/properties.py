@@ -11,11 +11,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from matrices import SCALES, Batch, permuted
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def batched(fn):
   """``jax.jit(jax.vmap(fn))``, built once per function so that tests share compilations."""
   return jax.jit(jax.vmap(fn))
@@ -74,5 +73,6 @@ def assert_scale_invariant(w: np.ndarray, batch: Batch, rtol: float) -> None:
   for group in batch.scaled:
     ref = w[group[SCALES.index(1.0)]]
     for i in group:
-      np.testing.assert_allclose(w[i], ref, rtol=rtol, atol=rtol * np.max(np.abs(ref)),
-                                 err_msg=f"matrix {i}")
+      np.testing.assert_allclose(
+        w[i], ref, rtol=rtol, atol=rtol * np.max(np.abs(ref)), err_msg=f"matrix {i}"
+      )

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from matrices import EXAMPLE_GRAM, standard_batch
 from properties import assert_permutation_equivariant, assert_scale_invariant, batched, weights_of
-from pub_optax.weightings.aligned import aligned_mtl, aligned_mtl_weights
+
+from pub_optax.weightings._aligned import aligned_mtl, aligned_mtl_weights
 
 BATCH = standard_batch(5)
 

@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.optimize import minimize
-
 from matrices import EXAMPLE_GRAM, standard_batch
 from properties import assert_permutation_equivariant, assert_scale_invariant, weights_of
-from pub_optax.weightings.cagrad import cagrad, cagrad_weights
+from scipy.optimize import minimize
+
+from pub_optax.weightings._cagrad import cagrad, cagrad_weights
 
 BATCH = standard_batch(5)
 C = 0.4
@@ -36,7 +36,9 @@ def reference_value(gram, c=C):
   j = (v * np.sqrt(np.maximum(lam, 0.0))).T  # any J with JᵀJ... rows: G = jᵀj
   b = gram.sum(axis=1) / len(gram)
   w = cp.Variable(len(gram))
-  prob = cp.Problem(cp.Minimize(b @ w + c * np.sqrt(b.mean()) * cp.norm(j @ w)), [w >= 0, cp.sum(w) == 1])
+  prob = cp.Problem(
+    cp.Minimize(b @ w + c * np.sqrt(b.mean()) * cp.norm(j @ w)), [w >= 0, cp.sum(w) == 1]
+  )
   prob.solve(cp.CLARABEL)
   return prob.value
 
@@ -78,7 +80,9 @@ def test_exact_values_on_the_example_against_scipy(x64):
   lam = C * np.sqrt(3.0) / np.sqrt(18.0)  # r / ‖g1‖ with ‖g0‖² = 3
   w = cagrad(C)
   res = jax.jit(w.weigh)(jnp.asarray(EXAMPLE_GRAM), w.init(2, jnp.float64), None)
-  np.testing.assert_allclose(np.asarray(res.weights), np.array([0.5 + lam, 0.5]) / (1 + C**2), rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(res.weights), np.array([0.5 + lam, 0.5]) / (1 + C**2), rtol=1e-12
+  )
 
 
 def test_permutation_equivariance(x64):

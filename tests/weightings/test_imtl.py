@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from matrices import EXAMPLE_GRAM, standard_batch
 from properties import assert_permutation_equivariant, assert_scale_invariant, weights_of
-from pub_optax.weightings.imtl import imtl_g, imtl_g_residual, imtl_g_weights
+
+from pub_optax.weightings._imtl import imtl_g, imtl_g_residual, imtl_g_weights
 
 BATCH = standard_batch(5)
 
@@ -21,7 +21,9 @@ def _projections(gram, w):
 def test_structure_sum_and_equal_projections(dtype, tol):
   with jax.enable_x64(dtype == jnp.float64):
     w = weights_of(imtl_g_weights, BATCH.grams, dtype)
-    residuals = np.asarray(jax.vmap(imtl_g_residual)(jnp.asarray(BATCH.grams, dtype), jnp.asarray(w, dtype)))
+    residuals = np.asarray(
+      jax.vmap(imtl_g_residual)(jnp.asarray(BATCH.grams, dtype), jnp.asarray(w, dtype))
+    )
   np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=10 * tol)
   for g, wi, full in zip(BATCH.grams, w, BATCH.full):
     if full and (dtype == jnp.float64 or np.linalg.cond(g) < 1e4):  # float32 resolves cond < 1e4

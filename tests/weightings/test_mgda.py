@@ -5,11 +5,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from matrices import EXAMPLE_GRAM, standard_batch
-from properties import (assert_min_norm_kkt, assert_non_conflicting, assert_on_simplex,
-                        assert_permutation_equivariant, assert_scale_invariant, weights_of)
-from pub_optax.weightings.mgda import mgda, mgda_weights
+from properties import (
+  assert_min_norm_kkt,
+  assert_non_conflicting,
+  assert_on_simplex,
+  assert_permutation_equivariant,
+  assert_scale_invariant,
+  weights_of,
+)
+
+from pub_optax.weightings._mgda import mgda, mgda_weights
 
 BATCH = standard_batch(5)
 
@@ -21,7 +27,9 @@ def _weights(g):
 def reference_mgda(vectors: np.ndarray) -> np.ndarray:
   """Independent solve: min ‖Jᵀw‖² over the simplex with cvxpy (test-only)."""
   w = cp.Variable(vectors.shape[0])
-  cp.Problem(cp.Minimize(cp.sum_squares(vectors.T @ w)), [w >= 0, cp.sum(w) == 1]).solve(cp.CLARABEL)
+  cp.Problem(cp.Minimize(cp.sum_squares(vectors.T @ w)), [w >= 0, cp.sum(w) == 1]).solve(
+    cp.CLARABEL
+  )
   return w.value
 
 

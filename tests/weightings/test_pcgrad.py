@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from matrices import EXAMPLE_GRAM, standard_batch
 from properties import assert_structure, batched
-from pub_optax.weightings.pcgrad import pcgrad, pcgrad_weights, random_orders
+
+from pub_optax.weightings._pcgrad import pcgrad, pcgrad_weights, random_orders
 
 BATCH = standard_batch(5)
 

@@ -3,10 +3,10 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from properties import batched
 from scipy.optimize import nnls
 
-from pub_optax.weightings.qp import nonneg_qp
-from properties import batched
+from pub_optax.weightings._qp import nonneg_qp
 
 K, BATCH = 6, 24
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pub_optax.weightings.simple import equal, ones, rlw
+from pub_optax.weightings._simple import equal, ones, rlw
 
 
 def test_equal_and_ones_values_and_flags():
@@ -33,5 +33,6 @@ def test_rlw_draws_softmax_of_gaussians_from_its_key():
   np.testing.assert_allclose(draws.mean(axis=0), 0.2, atol=0.03)  # exchangeable tasks
   again = weigh(jnp.zeros((5, 5)), w.init(5, jnp.float32), None)
   key, sub = jax.random.split(jax.random.PRNGKey(7))
-  np.testing.assert_allclose(np.asarray(again.weights), np.asarray(jax.nn.softmax(jax.random.normal(sub, (5,)))),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(again.weights), np.asarray(jax.nn.softmax(jax.random.normal(sub, (5,)))), rtol=1e-6
+  )

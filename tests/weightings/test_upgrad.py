@@ -5,11 +5,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from matrices import EXAMPLE_GRAM, EXAMPLE_J, standard_batch
-from properties import (assert_non_conflicting, assert_permutation_equivariant,
-                        assert_scale_invariant, weights_of)
-from pub_optax.weightings.upgrad import upgrad, upgrad_weights
+from properties import (
+  assert_non_conflicting,
+  assert_permutation_equivariant,
+  assert_scale_invariant,
+  weights_of,
+)
+
+from pub_optax.weightings._upgrad import upgrad, upgrad_weights
 
 BATCH = standard_batch(5)
 
@@ -24,7 +28,9 @@ def reference_upgrad(vectors: np.ndarray) -> np.ndarray:
   total = np.zeros(p)
   for i in range(k):
     x = cp.Variable(p)
-    cp.Problem(cp.Minimize(cp.sum_squares(x - vectors[i] / k)), [vectors @ x >= 0]).solve(cp.CLARABEL)
+    cp.Problem(cp.Minimize(cp.sum_squares(x - vectors[i] / k)), [vectors @ x >= 0]).solve(
+      cp.CLARABEL
+    )
     total += x.value
   return total
 
@@ -55,7 +61,9 @@ def test_exact_values_on_the_example(x64):
   res = jax.jit(w.weigh)(jnp.asarray(EXAMPLE_GRAM), w.init(2, jnp.float64), None)
   expected = [(1 + 22 / 18) / 2, (1 + 22 / 38) / 2]
   np.testing.assert_allclose(np.asarray(res.weights), expected, rtol=1e-13)
-  np.testing.assert_allclose(EXAMPLE_J.T @ np.asarray(res.weights), reference_upgrad(EXAMPLE_J), atol=1e-6)
+  np.testing.assert_allclose(
+    EXAMPLE_J.T @ np.asarray(res.weights), reference_upgrad(EXAMPLE_J), atol=1e-6
+  )
   no_conflict = np.array([[2.0, 1.0], [1.0, 3.0]])
   res = jax.jit(w.weigh)(jnp.asarray(no_conflict), w.init(2, jnp.float64), None)
   np.testing.assert_allclose(np.asarray(res.weights), [0.5, 0.5], rtol=1e-14)  # the mean

@@ -34,19 +34,19 @@ import numpy as np
 from pub_optax.ranking.data.types import RankingData, cardinalities_of
 
 __all__ = [
-    "CATEGORICAL_COLUMNS",
-    "COLUMNS",
-    "NUMERICAL_COLUMNS",
-    "RAW_ITEM_CATEGORICAL",
-    "RAW_ITEM_NUMERICAL",
-    "RAW_USER_CATEGORICAL",
-    "RAW_USER_NUMERICAL",
-    "TASK_NAMES",
-    "aliexpress_csv_cardinalities",
-    "iter_aliexpress_csv",
-    "load_aliexpress",
-    "load_aliexpress_raw",
-    "read_aliexpress_csv",
+  "CATEGORICAL_COLUMNS",
+  "COLUMNS",
+  "NUMERICAL_COLUMNS",
+  "RAW_ITEM_CATEGORICAL",
+  "RAW_ITEM_NUMERICAL",
+  "RAW_USER_CATEGORICAL",
+  "RAW_USER_NUMERICAL",
+  "TASK_NAMES",
+  "aliexpress_csv_cardinalities",
+  "iter_aliexpress_csv",
+  "load_aliexpress",
+  "load_aliexpress_raw",
+  "read_aliexpress_csv",
 ]
 
 OnBadLabels = Literal["raise", "drop"]
@@ -77,186 +77,193 @@ DEFAULT_CHUNK_ROWS = 65536
 
 
 def _check_file(path) -> str:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"AliExpress file not found: {path}")
-    return path
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"AliExpress file not found: {path}")
+  return path
 
 
 def _count_data_lines(path: str, header: bool) -> int:
-    """Upper bound on the number of data rows (lines, minus the header)."""
-    lines, last = 0, b"\n"
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 24):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    if last != b"\n":
-        lines += 1
-    return max(lines - int(header), 0)
+  """Upper bound on the number of data rows (lines, minus the header)."""
+  lines, last = 0, b"\n"
+  with open(path, "rb") as handle:
+    while block := handle.read(1 << 24):
+      lines += block.count(b"\n")
+      last = block[-1:]
+  if last != b"\n":
+    lines += 1
+  return max(lines - int(header), 0)
 
 
 def _diagnose(path: str, lines: Sequence[str], first_line: int, columns: Sequence[str]):
-    """Finds the first malformed line of a chunk; returns blank-line numbers if only those."""
-    blanks = []
-    for offset, line in enumerate(lines):
-        number = first_line + offset
-        text = line.rstrip("\r\n")
-        if not text.strip():
-            blanks.append(number)
-            continue
-        if blanks:
-            raise ValueError(f"{path}, line {blanks[0]}: blank line inside the data")
-        parts = text.split(",")
-        if len(parts) < len(columns):
-            missing = len(parts) + 1
-            raise ValueError(
-                f"{path}, line {number}, column {missing} ({columns[missing - 1]}): "
-                f"missing; expected {len(columns)} columns, got {len(parts)}"
-            )
-        if len(parts) > len(columns):
-            raise ValueError(
-                f"{path}, line {number}, column {len(columns) + 1}: unexpected extra "
-                f"column; expected {len(columns)} columns, got {len(parts)}"
-            )
-        for index, part in enumerate(parts):
-            try:
-                float(part)
-            except ValueError:
-                raise ValueError(
-                    f"{path}, line {number}, column {index + 1} ({columns[index]}): "
-                    f"cannot parse {part!r} as a number"
-                ) from None
-        try:  # Python accepted it; ask numpy's parser about this line alone
-            _loadtxt([line])
-        except ValueError as error:
-            raise ValueError(f"{path}, line {number}: {error}") from None
-    return blanks
+  """Finds the first malformed line of a chunk; returns blank-line numbers if only those."""
+  blanks = []
+  for offset, line in enumerate(lines):
+    number = first_line + offset
+    text = line.rstrip("\r\n")
+    if not text.strip():
+      blanks.append(number)
+      continue
+    if blanks:
+      raise ValueError(f"{path}, line {blanks[0]}: blank line inside the data")
+    parts = text.split(",")
+    if len(parts) < len(columns):
+      missing = len(parts) + 1
+      raise ValueError(
+        f"{path}, line {number}, column {missing} ({columns[missing - 1]}): "
+        f"missing; expected {len(columns)} columns, got {len(parts)}"
+      )
+    if len(parts) > len(columns):
+      raise ValueError(
+        f"{path}, line {number}, column {len(columns) + 1}: unexpected extra "
+        f"column; expected {len(columns)} columns, got {len(parts)}"
+      )
+    for index, part in enumerate(parts):
+      try:
+        float(part)
+      except ValueError:
+        raise ValueError(
+          f"{path}, line {number}, column {index + 1} ({columns[index]}): "
+          f"cannot parse {part!r} as a number"
+        ) from None
+    try:  # Python accepted it; ask numpy's parser about this line alone
+      _loadtxt([line])
+    except ValueError as error:
+      raise ValueError(f"{path}, line {number}: {error}") from None
+  return blanks
 
 
 def _loadtxt(lines: Sequence[str]) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-        return np.loadtxt(lines, delimiter=",", dtype=np.float64, comments=None, ndmin=2)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+    return np.loadtxt(lines, delimiter=",", dtype=np.float64, comments=None, ndmin=2)
 
 
 def _numeric_chunks(
-    path, columns: Sequence[str], *, header: bool, chunk_rows: int
+  path, columns: Sequence[str], *, header: bool, chunk_rows: int
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields ``(first_line_number, float64 (n, len(columns)))`` chunks of a CSV."""
-    path = _check_file(path)
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    with open(path, encoding="utf-8-sig") as handle:
-        line_number = 0
-        if header:
-            first = handle.readline()
-            line_number = 1
-            names = [name.strip() for name in first.rstrip("\r\n").split(",")]
-            if names != list(columns):
-                for index, (got, want) in enumerate(itertools.zip_longest(names, columns)):
-                    if got != want:
-                        raise ValueError(
-                            f"{path}, line 1, column {index + 1}: header has {got!r}, "
-                            f"expected {want!r} (the {len(columns)}-column format)"
-                        )
-        blank_at = None
-        while lines := list(itertools.islice(handle, chunk_rows)):
-            first_line = line_number + 1
-            line_number += len(lines)
-            if blank_at is not None:
-                if any(line.strip() for line in lines):
-                    raise ValueError(f"{path}, line {blank_at}: blank line inside the data")
-                continue
-            try:
-                values = _loadtxt(lines)
-                if values.shape != (len(lines), len(columns)):
-                    raise ValueError("shape")
-            except ValueError:
-                blanks = _diagnose(path, lines, first_line, columns)
-                if not blanks:
-                    raise ValueError(f"{path}, lines {first_line}..{line_number}: cannot parse")
-                blank_at = blanks[0]
-                kept = lines[: blank_at - first_line]
-                if not kept:
-                    continue
-                values = _loadtxt(kept)
-            yield first_line, values
+  """Yields ``(first_line_number, float64 (n, len(columns)))`` chunks of a CSV."""
+  path = _check_file(path)
+  if chunk_rows < 1:
+    raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+  with open(path, encoding="utf-8-sig") as handle:
+    line_number = 0
+    if header:
+      first = handle.readline()
+      line_number = 1
+      names = [name.strip() for name in first.rstrip("\r\n").split(",")]
+      if names != list(columns):
+        for index, (got, want) in enumerate(itertools.zip_longest(names, columns)):
+          if got != want:
+            raise ValueError(
+              f"{path}, line 1, column {index + 1}: header has {got!r}, "
+              f"expected {want!r} (the {len(columns)}-column format)"
+            )
+    blank_at = None
+    while lines := list(itertools.islice(handle, chunk_rows)):
+      first_line = line_number + 1
+      line_number += len(lines)
+      if blank_at is not None:
+        if any(line.strip() for line in lines):
+          raise ValueError(f"{path}, line {blank_at}: blank line inside the data")
+        continue
+      try:
+        values = _loadtxt(lines)
+        if values.shape != (len(lines), len(columns)):
+          raise ValueError("shape")
+      except ValueError as err:
+        blanks = _diagnose(path, lines, first_line, columns)
+        if not blanks:
+          raise ValueError(f"{path}, lines {first_line}..{line_number}: cannot parse") from err
+        blank_at = blanks[0]
+        kept = lines[: blank_at - first_line]
+        if not kept:
+          continue
+        values = _loadtxt(kept)
+      yield first_line, values
 
 
 def _first_location(bad: np.ndarray) -> tuple[int, int]:
-    row, column = np.argwhere(bad)[0]
-    return int(row), int(column)
+  row, column = np.argwhere(bad)[0]
+  return int(row), int(column)
 
 
 def _where(columns: Sequence[str], positions: Sequence[int], column: int) -> str:
-    position = positions[column]
-    return f"column {position + 1} ({columns[position]})"
+  position = positions[column]
+  return f"column {position + 1} ({columns[position]})"
 
 
 def _integer_ids(
-    path: str, chunk: np.ndarray, first_line: int, columns: Sequence[str], positions: Sequence[int],
-    *, allow_negative: bool,
+  path: str,
+  chunk: np.ndarray,
+  first_line: int,
+  columns: Sequence[str],
+  positions: Sequence[int],
+  *,
+  allow_negative: bool,
 ) -> np.ndarray:
-    """Checks that id columns hold integers (non-negative unless allowed) and casts to int64."""
-    values = chunk[:, list(positions)]
-    bad = ~np.isfinite(values) | (values != np.floor(values)) | (np.abs(values) >= _EXACT_FLOAT_INT)
-    if not allow_negative:
-        bad |= values < 0
-    if bad.any():
-        row, column = _first_location(bad)
-        kind = "an integer" if allow_negative else "a non-negative integer"
-        raise ValueError(
-            f"{path}, line {first_line + row}, {_where(columns, positions, column)}: "
-            f"{float(values[row, column])!r} is not {kind} id"
-        )
-    return values.astype(np.int64)
+  """Checks that id columns hold integers (non-negative unless allowed) and casts to int64."""
+  values = chunk[:, list(positions)]
+  bad = ~np.isfinite(values) | (values != np.floor(values)) | (np.abs(values) >= _EXACT_FLOAT_INT)
+  if not allow_negative:
+    bad |= values < 0
+  if bad.any():
+    row, column = _first_location(bad)
+    kind = "an integer" if allow_negative else "a non-negative integer"
+    raise ValueError(
+      f"{path}, line {first_line + row}, {_where(columns, positions, column)}: "
+      f"{float(values[row, column])!r} is not {kind} id"
+    )
+  return values.astype(np.int64)
 
 
 def _finite_features(
-    path: str, chunk: np.ndarray, first_line: int, columns: Sequence[str], positions: Sequence[int]
+  path: str, chunk: np.ndarray, first_line: int, columns: Sequence[str], positions: Sequence[int]
 ) -> np.ndarray:
-    values = chunk[:, list(positions)]
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, column = _first_location(bad)
-        raise ValueError(
-            f"{path}, line {first_line + row}, {_where(columns, positions, column)}: "
-            f"non-finite value {float(values[row, column])!r}"
-        )
-    return values.astype(np.float32)
+  values = chunk[:, list(positions)]
+  bad = ~np.isfinite(values)
+  if bad.any():
+    row, column = _first_location(bad)
+    raise ValueError(
+      f"{path}, line {first_line + row}, {_where(columns, positions, column)}: "
+      f"non-finite value {float(values[row, column])!r}"
+    )
+  return values.astype(np.float32)
 
 
 def _check_range(path: str, ids: np.ndarray, first_line: int, cardinalities) -> None:
-    if cardinalities is None:
-        return
-    cards = np.asarray(cardinalities, np.int64)
-    if cards.shape != (ids.shape[1],):
-        raise ValueError(f"{len(cards)} cardinalities given for {ids.shape[1]} categorical fields")
-    over = ids >= cards
-    if over.any():
-        row, column = _first_location(over)
-        raise ValueError(
-            f"{path}, line {first_line + row}, {_where(COLUMNS, _CAT_POSITIONS, column)}: "
-            f"id {ids[row, column]} "
-            f">= cardinality {cards[column]} ({int(over[:, column].sum())} such rows in "
-            f"lines {first_line}..{first_line + len(ids) - 1})"
-        )
+  if cardinalities is None:
+    return
+  cards = np.asarray(cardinalities, np.int64)
+  if cards.shape != (ids.shape[1],):
+    raise ValueError(f"{len(cards)} cardinalities given for {ids.shape[1]} categorical fields")
+  over = ids >= cards
+  if over.any():
+    row, column = _first_location(over)
+    raise ValueError(
+      f"{path}, line {first_line + row}, {_where(COLUMNS, _CAT_POSITIONS, column)}: "
+      f"id {ids[row, column]} "
+      f">= cardinality {cards[column]} ({int(over[:, column].sum())} such rows in "
+      f"lines {first_line}..{first_line + len(ids) - 1})"
+    )
 
 
-def _bad_label_rows(path: str, bad: np.ndarray, first_line: int, what: str, on_bad_labels: str) -> None:
-    if on_bad_labels not in ("raise", "drop"):
-        raise ValueError(f"on_bad_labels must be 'raise' or 'drop', got {on_bad_labels!r}")
-    if on_bad_labels == "raise" and bad.any():
-        raise ValueError(
-            f"{path}: {int(bad.sum())} rows with bad labels ({what}) in lines "
-            f"{first_line}..{first_line + len(bad) - 1}, first at line "
-            f"{first_line + int(np.argmax(bad))}; pass on_bad_labels='drop' to drop them"
-        )
+def _bad_label_rows(
+  path: str, bad: np.ndarray, first_line: int, what: str, on_bad_labels: str
+) -> None:
+  if on_bad_labels not in ("raise", "drop"):
+    raise ValueError(f"on_bad_labels must be 'raise' or 'drop', got {on_bad_labels!r}")
+  if on_bad_labels == "raise" and bad.any():
+    raise ValueError(
+      f"{path}: {int(bad.sum())} rows with bad labels ({what}) in lines "
+      f"{first_line}..{first_line + len(bad) - 1}, first at line "
+      f"{first_line + int(np.argmax(bad))}; pass on_bad_labels='drop' to drop them"
+    )
 
 
 def _warn_dropped(path: str, count: int, what: str) -> None:
-    if count:
-        warnings.warn(f"{path}: dropped {count} rows with bad labels ({what})", stacklevel=3)
+  if count:
+    warnings.warn(f"{path}: dropped {count} rows with bad labels ({what})", stacklevel=3)
 
 
 # --------------------------------------------------------------------------
@@ -266,197 +273,197 @@ _PROCESSED_BAD = "click or conversion not in {0, 1}, or conversion without click
 
 
 def _processed_chunk(path, first_line, values, cardinalities, on_bad_labels):
-    ids = _integer_ids(path, values, first_line, COLUMNS, _CAT_POSITIONS, allow_negative=False)
-    if ids.size and ids.max() > _INT32_MAX:
-        row, column = _first_location(ids > _INT32_MAX)
-        raise ValueError(
-            f"{path}, line {first_line + row}, {_where(COLUMNS, _CAT_POSITIONS, column)}: "
-            f"id {ids[row, column]} does not fit in int32"
-        )
-    _check_range(path, ids, first_line, cardinalities)
-    numerical = _finite_features(path, values, first_line, COLUMNS, _NUM_POSITIONS)
-    click, conversion = values[:, 80], values[:, 81]
-    bad = ~np.isin(click, (0.0, 1.0)) | ~np.isin(conversion, (0.0, 1.0)) | (conversion > click)
-    _bad_label_rows(path, bad, first_line, _PROCESSED_BAD, on_bad_labels)
-    labels = np.stack([click, conversion], axis=1).astype(np.float32)
-    keep = ~bad
-    return ids[keep].astype(np.int32), numerical[keep], labels[keep], int(bad.sum())
+  ids = _integer_ids(path, values, first_line, COLUMNS, _CAT_POSITIONS, allow_negative=False)
+  if ids.size and ids.max() > _INT32_MAX:
+    row, column = _first_location(ids > _INT32_MAX)
+    raise ValueError(
+      f"{path}, line {first_line + row}, {_where(COLUMNS, _CAT_POSITIONS, column)}: "
+      f"id {ids[row, column]} does not fit in int32"
+    )
+  _check_range(path, ids, first_line, cardinalities)
+  numerical = _finite_features(path, values, first_line, COLUMNS, _NUM_POSITIONS)
+  click, conversion = values[:, 80], values[:, 81]
+  bad = ~np.isin(click, (0.0, 1.0)) | ~np.isin(conversion, (0.0, 1.0)) | (conversion > click)
+  _bad_label_rows(path, bad, first_line, _PROCESSED_BAD, on_bad_labels)
+  labels = np.stack([click, conversion], axis=1).astype(np.float32)
+  keep = ~bad
+  return ids[keep].astype(np.int32), numerical[keep], labels[keep], int(bad.sum())
 
 
 def read_aliexpress_csv(
-    path,
-    *,
-    cardinalities: Sequence[int] | None = None,
-    on_bad_labels: OnBadLabels = "raise",
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+  path,
+  *,
+  cardinalities: Sequence[int] | None = None,
+  on_bad_labels: OnBadLabels = "raise",
+  chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> RankingData:
-    """Reads one processed AliExpress CSV (82 columns, header) into memory.
+  """Reads one processed AliExpress CSV (82 columns, header) into memory.
 
-    Args:
-      path: the CSV file.
-      cardinalities: table size per categorical field; default: this file's
-        ``max id + 1`` (use `load_aliexpress` to share sizes across splits).
-        An id beyond a given size raises ``ValueError`` with its line.
-      on_bad_labels: ``"raise"`` or ``"drop"`` (with a warning giving the count).
-      chunk_rows: lines parsed per ``np.loadtxt`` call.
+  Args:
+    path: the CSV file.
+    cardinalities: table size per categorical field; default: this file's
+      ``max id + 1`` (use `load_aliexpress` to share sizes across splits).
+      An id beyond a given size raises ``ValueError`` with its line.
+    on_bad_labels: ``"raise"`` or ``"drop"`` (with a warning giving the count).
+    chunk_rows: lines parsed per ``np.loadtxt`` call.
 
-    Returns:
-      `RankingData` with 16 categorical, 63 numerical fields and labels
-      ``(click, conversion)`` named ``("ctr", "ctcvr")``; ``search_id`` is dropped.
+  Returns:
+    `RankingData` with 16 categorical, 63 numerical fields and labels
+    ``(click, conversion)`` named ``("ctr", "ctcvr")``; ``search_id`` is dropped.
 
-    Example:
-      >>> import tempfile, os
-      >>> from pub_optax.ranking.data.synthetic import generate_aliexpress, write_aliexpress_csv
-      >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
-      >>> write_aliexpress_csv(generate_aliexpress(100, seed=0), path)
-      >>> read_aliexpress_csv(path).categorical.shape
-      (100, 16)
-    """
-    path = _check_file(path)
-    capacity = _count_data_lines(path, header=True)
-    categorical = np.empty((capacity, 16), np.int32)
-    numerical = np.empty((capacity, 63), np.float32)
-    labels = np.empty((capacity, 2), np.float32)
-    filled = dropped = 0
-    for first_line, values in _numeric_chunks(path, COLUMNS, header=True, chunk_rows=chunk_rows):
-        cat, num, lab, n_bad = _processed_chunk(path, first_line, values, cardinalities, on_bad_labels)
-        n = len(cat)
-        categorical[filled : filled + n] = cat
-        numerical[filled : filled + n] = num
-        labels[filled : filled + n] = lab
-        filled += n
-        dropped += n_bad
-    _warn_dropped(path, dropped, _PROCESSED_BAD)
-    categorical, numerical, labels = categorical[:filled], numerical[:filled], labels[:filled]
-    cards = tuple(cardinalities) if cardinalities is not None else cardinalities_of(categorical)
-    return RankingData(categorical, numerical, labels, cards, TASK_NAMES)
+  Example:
+    >>> import tempfile, os
+    >>> from pub_optax.ranking.data.synthetic import generate_aliexpress, write_aliexpress_csv
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> write_aliexpress_csv(generate_aliexpress(100, seed=0), path)
+    >>> read_aliexpress_csv(path).categorical.shape
+    (100, 16)
+  """
+  path = _check_file(path)
+  capacity = _count_data_lines(path, header=True)
+  categorical = np.empty((capacity, 16), np.int32)
+  numerical = np.empty((capacity, 63), np.float32)
+  labels = np.empty((capacity, 2), np.float32)
+  filled = dropped = 0
+  for first_line, values in _numeric_chunks(path, COLUMNS, header=True, chunk_rows=chunk_rows):
+    cat, num, lab, n_bad = _processed_chunk(path, first_line, values, cardinalities, on_bad_labels)
+    n = len(cat)
+    categorical[filled : filled + n] = cat
+    numerical[filled : filled + n] = num
+    labels[filled : filled + n] = lab
+    filled += n
+    dropped += n_bad
+  _warn_dropped(path, dropped, _PROCESSED_BAD)
+  categorical, numerical, labels = categorical[:filled], numerical[:filled], labels[:filled]
+  cards = tuple(cardinalities) if cardinalities is not None else cardinalities_of(categorical)
+  return RankingData(categorical, numerical, labels, cards, TASK_NAMES)
 
 
 def _split_paths(source, splits: Sequence[str]) -> dict[str, str]:
-    if isinstance(source, Mapping):
-        return {name: os.fspath(path) for name, path in source.items()}
-    directory = os.fspath(source)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"AliExpress directory not found: {directory}")
-    return {name: os.path.join(directory, f"{name}.csv") for name in splits}
+  if isinstance(source, Mapping):
+    return {name: os.fspath(path) for name, path in source.items()}
+  directory = os.fspath(source)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"AliExpress directory not found: {directory}")
+  return {name: os.path.join(directory, f"{name}.csv") for name in splits}
 
 
 def load_aliexpress(
-    directory_or_files,
-    *,
-    splits: Sequence[str] = ("train", "test"),
-    on_bad_labels: OnBadLabels = "raise",
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+  directory_or_files,
+  *,
+  splits: Sequence[str] = ("train", "test"),
+  on_bad_labels: OnBadLabels = "raise",
+  chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> dict[str, RankingData]:
-    """Loads the processed AliExpress splits with cardinalities shared across them.
+  """Loads the processed AliExpress splits with cardinalities shared across them.
 
-    Args:
-      directory_or_files: a directory holding ``{split}.csv`` for each split
-        (e.g. ``AliExpress_NL``), or a mapping ``{split_name: csv_path}``.
-      splits: split names looked up in a directory.
-      on_bad_labels: ``"raise"`` or ``"drop"`` (warns with the count).
-      chunk_rows: lines parsed per ``np.loadtxt`` call.
+  Args:
+    directory_or_files: a directory holding ``{split}.csv`` for each split
+      (e.g. ``AliExpress_NL``), or a mapping ``{split_name: csv_path}``.
+    splits: split names looked up in a directory.
+    on_bad_labels: ``"raise"`` or ``"drop"`` (warns with the count).
+    chunk_rows: lines parsed per ``np.loadtxt`` call.
 
-    Returns:
-      ``{split: RankingData}``; every split's cardinalities are the per-field
-      ``max id + 1`` over all splits.
+  Returns:
+    ``{split: RankingData}``; every split's cardinalities are the per-field
+    ``max id + 1`` over all splits.
 
-    Example:
-      >>> import tempfile, os
-      >>> from pub_optax.ranking.data.synthetic import generate_splits, write_aliexpress_csv
-      >>> directory = tempfile.mkdtemp()
-      >>> for name, split in generate_splits(200, 0, 100, seed=0).items():
-      ...     if len(split):
-      ...         write_aliexpress_csv(split, os.path.join(directory, f"{name}.csv"))
-      >>> data = load_aliexpress(directory)
-      >>> data["train"].cardinalities == data["test"].cardinalities, len(data["test"])
-      (True, 100)
-    """
-    paths = _split_paths(directory_or_files, splits)
-    for path in paths.values():
-        _check_file(path)
-    loaded = {
-        name: read_aliexpress_csv(path, on_bad_labels=on_bad_labels, chunk_rows=chunk_rows)
-        for name, path in paths.items()
-    }
-    cards = cardinalities_of(*(d.categorical for d in loaded.values()))
-    return {
-        name: RankingData(d.categorical, d.numerical, d.labels, cards, TASK_NAMES)
-        for name, d in loaded.items()
-    }
+  Example:
+    >>> import tempfile, os
+    >>> from pub_optax.ranking.data.synthetic import generate_splits, write_aliexpress_csv
+    >>> directory = tempfile.mkdtemp()
+    >>> for name, split in generate_splits(200, 0, 100, seed=0).items():
+    ...     if len(split):
+    ...         write_aliexpress_csv(split, os.path.join(directory, f"{name}.csv"))
+    >>> data = load_aliexpress(directory)
+    >>> data["train"].cardinalities == data["test"].cardinalities, len(data["test"])
+    (True, 100)
+  """
+  paths = _split_paths(directory_or_files, splits)
+  for path in paths.values():
+    _check_file(path)
+  loaded = {
+    name: read_aliexpress_csv(path, on_bad_labels=on_bad_labels, chunk_rows=chunk_rows)
+    for name, path in paths.items()
+  }
+  cards = cardinalities_of(*(d.categorical for d in loaded.values()))
+  return {
+    name: RankingData(d.categorical, d.numerical, d.labels, cards, TASK_NAMES)
+    for name, d in loaded.items()
+  }
 
 
 def iter_aliexpress_csv(
-    path,
-    chunk_rows: int,
-    *,
-    cardinalities: Sequence[int],
-    on_bad_labels: OnBadLabels = "raise",
+  path,
+  chunk_rows: int,
+  *,
+  cardinalities: Sequence[int],
+  on_bad_labels: OnBadLabels = "raise",
 ) -> Iterator[RankingData]:
-    """Streams a processed AliExpress CSV as `RankingData` chunks of ``chunk_rows`` lines.
+  """Streams a processed AliExpress CSV as `RankingData` chunks of ``chunk_rows`` lines.
 
-    Only one chunk is held at a time, so files larger than memory can be read.
-    With ``on_bad_labels="drop"`` a chunk may have fewer rows, and one warning
-    with the total count is issued when the file is exhausted.
+  Only one chunk is held at a time, so files larger than memory can be read.
+  With ``on_bad_labels="drop"`` a chunk may have fewer rows, and one warning
+  with the total count is issued when the file is exhausted.
 
-    Args:
-      path: the CSV file.
-      chunk_rows: lines per chunk.
-      cardinalities: table sizes (e.g. from `aliexpress_csv_cardinalities`);
-        an id beyond them raises ``ValueError`` naming its line.
-      on_bad_labels: ``"raise"`` or ``"drop"``.
+  Args:
+    path: the CSV file.
+    chunk_rows: lines per chunk.
+    cardinalities: table sizes (e.g. from `aliexpress_csv_cardinalities`);
+      an id beyond them raises ``ValueError`` naming its line.
+    on_bad_labels: ``"raise"`` or ``"drop"``.
 
-    Returns:
-      An iterator of `RankingData`, in file order.
+  Returns:
+    An iterator of `RankingData`, in file order.
 
-    Example:
-      >>> import tempfile, os
-      >>> from pub_optax.ranking.data.synthetic import generate_aliexpress, write_aliexpress_csv
-      >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
-      >>> data = generate_aliexpress(250, seed=0)
-      >>> write_aliexpress_csv(data, path)
-      >>> [len(c) for c in iter_aliexpress_csv(path, 100, cardinalities=data.cardinalities)]
-      [100, 100, 50]
-    """
-    path = _check_file(path)
-    cards = tuple(int(c) for c in cardinalities)
-    dropped = 0
-    for first_line, values in _numeric_chunks(path, COLUMNS, header=True, chunk_rows=chunk_rows):
-        cat, num, lab, n_bad = _processed_chunk(path, first_line, values, cards, on_bad_labels)
-        dropped += n_bad
-        if len(cat):
-            yield RankingData(cat, num, lab, cards, TASK_NAMES)
-    _warn_dropped(path, dropped, _PROCESSED_BAD)
+  Example:
+    >>> import tempfile, os
+    >>> from pub_optax.ranking.data.synthetic import generate_aliexpress, write_aliexpress_csv
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> data = generate_aliexpress(250, seed=0)
+    >>> write_aliexpress_csv(data, path)
+    >>> [len(c) for c in iter_aliexpress_csv(path, 100, cardinalities=data.cardinalities)]
+    [100, 100, 50]
+  """
+  path = _check_file(path)
+  cards = tuple(int(c) for c in cardinalities)
+  dropped = 0
+  for first_line, values in _numeric_chunks(path, COLUMNS, header=True, chunk_rows=chunk_rows):
+    cat, num, lab, n_bad = _processed_chunk(path, first_line, values, cards, on_bad_labels)
+    dropped += n_bad
+    if len(cat):
+      yield RankingData(cat, num, lab, cards, TASK_NAMES)
+  _warn_dropped(path, dropped, _PROCESSED_BAD)
 
 
 def aliexpress_csv_cardinalities(*paths, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[int, ...]:
-    """Per-field ``max id + 1`` over processed CSV files, in one streaming pass.
+  """Per-field ``max id + 1`` over processed CSV files, in one streaming pass.
 
-    Args:
-      *paths: processed AliExpress CSV files (every split the model will see).
-      chunk_rows: lines parsed at a time.
+  Args:
+    *paths: processed AliExpress CSV files (every split the model will see).
+    chunk_rows: lines parsed at a time.
 
-    Returns:
-      16 table sizes.
+  Returns:
+    16 table sizes.
 
-    Example:
-      >>> import tempfile, os
-      >>> from pub_optax.ranking.data.synthetic import generate_aliexpress, write_aliexpress_csv
-      >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
-      >>> data = generate_aliexpress(300, seed=0)
-      >>> write_aliexpress_csv(data, path)
-      >>> aliexpress_csv_cardinalities(path) == tuple(data.categorical.max(0) + 1)
-      True
-    """
-    best = np.ones(16, np.int64)
-    for path in paths:
-        for first_line, values in _numeric_chunks(path, COLUMNS, header=True, chunk_rows=chunk_rows):
-            ids = _integer_ids(
-                os.fspath(path), values, first_line, COLUMNS, _CAT_POSITIONS, allow_negative=False
-            )
-            if len(ids):
-                best = np.maximum(best, ids.max(axis=0) + 1)
-    return tuple(int(b) for b in best)
+  Example:
+    >>> import tempfile, os
+    >>> from pub_optax.ranking.data.synthetic import generate_aliexpress, write_aliexpress_csv
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> data = generate_aliexpress(300, seed=0)
+    >>> write_aliexpress_csv(data, path)
+    >>> aliexpress_csv_cardinalities(path) == tuple(data.categorical.max(0) + 1)
+    True
+  """
+  best = np.ones(16, np.int64)
+  for path in paths:
+    for first_line, values in _numeric_chunks(path, COLUMNS, header=True, chunk_rows=chunk_rows):
+      ids = _integer_ids(
+        os.fspath(path), values, first_line, COLUMNS, _CAT_POSITIONS, allow_negative=False
+      )
+      if len(ids):
+        best = np.maximum(best, ids.max(axis=0) + 1)
+  return tuple(int(b) for b in best)
 
 
 # --------------------------------------------------------------------------
@@ -466,166 +473,194 @@ _RAW_BAD = "item_49 not in {0, 1, 2}"
 
 
 def _raw_path(directory: str, country: str, kind: str, split: str) -> str:
-    base = os.path.join(directory, f"{country}_{kind}_{split}")
-    for candidate in (base, base + ".csv"):
-        if os.path.isfile(candidate):
-            return candidate
-    raise FileNotFoundError(f"AliExpress raw file not found: {base} (nor {base}.csv)")
+  base = os.path.join(directory, f"{country}_{kind}_{split}")
+  for candidate in (base, base + ".csv"):
+    if os.path.isfile(candidate):
+      return candidate
+  raise FileNotFoundError(f"AliExpress raw file not found: {base} (nor {base}.csv)")
 
 
 def _read_raw_users(path: str, chunk_rows: int):
-    """Returns search ids, raw categorical (int64) and numerical (float32) of a user file."""
-    ids, cats, nums, lines = [], [], [], []
-    cat_cols = [c - 1 for c in RAW_USER_CATEGORICAL]
-    num_cols = [c - 1 for c in RAW_USER_NUMERICAL]
-    for first_line, values in _numeric_chunks(path, _USER_COLUMNS, header=False, chunk_rows=chunk_rows):
-        ids.append(_integer_ids(path, values, first_line, _USER_COLUMNS, (0,), allow_negative=True)[:, 0])
-        cats.append(_integer_ids(path, values, first_line, _USER_COLUMNS, cat_cols, allow_negative=True))
-        nums.append(_finite_features(path, values, first_line, _USER_COLUMNS, num_cols))
-        lines.append(first_line + np.arange(len(values)))
-    if not ids:
-        return (np.zeros(0, np.int64), np.zeros((0, len(cat_cols)), np.int64),
-                np.zeros((0, len(num_cols)), np.float32), np.zeros(0, np.int64))
-    return np.concatenate(ids), np.concatenate(cats), np.concatenate(nums), np.concatenate(lines)
+  """Returns search ids, raw categorical (int64) and numerical (float32) of a user file."""
+  ids, cats, nums, lines = [], [], [], []
+  cat_cols = [c - 1 for c in RAW_USER_CATEGORICAL]
+  num_cols = [c - 1 for c in RAW_USER_NUMERICAL]
+  for first_line, values in _numeric_chunks(
+    path, _USER_COLUMNS, header=False, chunk_rows=chunk_rows
+  ):
+    ids.append(
+      _integer_ids(path, values, first_line, _USER_COLUMNS, (0,), allow_negative=True)[:, 0]
+    )
+    cats.append(
+      _integer_ids(path, values, first_line, _USER_COLUMNS, cat_cols, allow_negative=True)
+    )
+    nums.append(_finite_features(path, values, first_line, _USER_COLUMNS, num_cols))
+    lines.append(first_line + np.arange(len(values)))
+  if not ids:
+    return (
+      np.zeros(0, np.int64),
+      np.zeros((0, len(cat_cols)), np.int64),
+      np.zeros((0, len(num_cols)), np.float32),
+      np.zeros(0, np.int64),
+    )
+  return np.concatenate(ids), np.concatenate(cats), np.concatenate(nums), np.concatenate(lines)
 
 
 def _read_raw_items(path: str, chunk_rows: int, on_bad_labels: str):
-    """Returns search ids, raw categorical, numerical, labels and line numbers of an item file."""
-    ids, cats, nums, labels, lines = [], [], [], [], []
-    cat_cols = [c - 1 for c in RAW_ITEM_CATEGORICAL]
-    num_cols = [c - 1 for c in RAW_ITEM_NUMERICAL]
-    dropped = 0
-    for first_line, values in _numeric_chunks(path, _ITEM_COLUMNS, header=False, chunk_rows=chunk_rows):
-        label = values[:, 48]
-        bad = ~np.isin(label, (0.0, 1.0, 2.0))
-        _bad_label_rows(path, bad, first_line, _RAW_BAD, on_bad_labels)
-        keep = ~bad
-        dropped += int(bad.sum())
-        ids.append(_integer_ids(path, values, first_line, _ITEM_COLUMNS, (0,), allow_negative=True)[keep, 0])
-        cats.append(_integer_ids(path, values, first_line, _ITEM_COLUMNS, cat_cols, allow_negative=True)[keep])
-        nums.append(_finite_features(path, values, first_line, _ITEM_COLUMNS, num_cols)[keep])
-        label = label[keep]
-        labels.append(np.stack([label >= 1, label == 2], axis=1).astype(np.float32))
-        lines.append((first_line + np.arange(len(values)))[keep])
-    _warn_dropped(path, dropped, _RAW_BAD)
-    if not ids:
-        return (np.zeros(0, np.int64), np.zeros((0, len(cat_cols)), np.int64),
-                np.zeros((0, len(num_cols)), np.float32), np.zeros((0, 2), np.float32),
-                np.zeros(0, np.int64))
-    return (np.concatenate(ids), np.concatenate(cats), np.concatenate(nums),
-            np.concatenate(labels), np.concatenate(lines))
+  """Returns search ids, raw categorical, numerical, labels and line numbers of an item file."""
+  ids, cats, nums, labels, lines = [], [], [], [], []
+  cat_cols = [c - 1 for c in RAW_ITEM_CATEGORICAL]
+  num_cols = [c - 1 for c in RAW_ITEM_NUMERICAL]
+  dropped = 0
+  for first_line, values in _numeric_chunks(
+    path, _ITEM_COLUMNS, header=False, chunk_rows=chunk_rows
+  ):
+    label = values[:, 48]
+    bad = ~np.isin(label, (0.0, 1.0, 2.0))
+    _bad_label_rows(path, bad, first_line, _RAW_BAD, on_bad_labels)
+    keep = ~bad
+    dropped += int(bad.sum())
+    ids.append(
+      _integer_ids(path, values, first_line, _ITEM_COLUMNS, (0,), allow_negative=True)[keep, 0]
+    )
+    cats.append(
+      _integer_ids(path, values, first_line, _ITEM_COLUMNS, cat_cols, allow_negative=True)[keep]
+    )
+    nums.append(_finite_features(path, values, first_line, _ITEM_COLUMNS, num_cols)[keep])
+    label = label[keep]
+    labels.append(np.stack([label >= 1, label == 2], axis=1).astype(np.float32))
+    lines.append((first_line + np.arange(len(values)))[keep])
+  _warn_dropped(path, dropped, _RAW_BAD)
+  if not ids:
+    return (
+      np.zeros(0, np.int64),
+      np.zeros((0, len(cat_cols)), np.int64),
+      np.zeros((0, len(num_cols)), np.float32),
+      np.zeros((0, 2), np.float32),
+      np.zeros(0, np.int64),
+    )
+  return (
+    np.concatenate(ids),
+    np.concatenate(cats),
+    np.concatenate(nums),
+    np.concatenate(labels),
+    np.concatenate(lines),
+  )
 
 
 def _join(user_path, item_path, users, items):
-    user_ids, user_cat, user_num, user_lines = users
-    item_ids, item_cat, item_num, labels, item_lines = items
-    order = np.argsort(user_ids, kind="stable")
-    sorted_ids = user_ids[order]
-    duplicate = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
-    if duplicate.size:
-        later = max(order[duplicate[0]], order[duplicate[0] + 1])
-        raise ValueError(
-            f"{user_path}, line {user_lines[later]}, column 1 (user_1): search id "
-            f"{sorted_ids[duplicate[0]]} repeats ({duplicate.size} repeated ids in the file)"
-        )
-    position = np.searchsorted(sorted_ids, item_ids)
-    position = np.minimum(position, max(len(sorted_ids) - 1, 0))
-    found = sorted_ids[position] == item_ids if len(sorted_ids) else np.zeros(len(item_ids), bool)
-    if not found.all():
-        first = int(np.argmin(found))
-        raise ValueError(
-            f"{item_path}, line {item_lines[first]}, column 1 (item_1): {int((~found).sum())} item rows "
-            f"have a search id absent from user_1 of {user_path} (first: {item_ids[first]})"
-        )
-    user_row = order[position]
-    categorical = np.concatenate([user_cat[user_row], item_cat], axis=1)
-    numerical = np.concatenate([user_num[user_row], item_num], axis=1)
-    return categorical, numerical, labels
+  user_ids, user_cat, user_num, user_lines = users
+  item_ids, item_cat, item_num, labels, item_lines = items
+  order = np.argsort(user_ids, kind="stable")
+  sorted_ids = user_ids[order]
+  duplicate = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+  if duplicate.size:
+    later = max(order[duplicate[0]], order[duplicate[0] + 1])
+    raise ValueError(
+      f"{user_path}, line {user_lines[later]}, column 1 (user_1): search id "
+      f"{sorted_ids[duplicate[0]]} repeats ({duplicate.size} repeated ids in the file)"
+    )
+  position = np.searchsorted(sorted_ids, item_ids)
+  position = np.minimum(position, max(len(sorted_ids) - 1, 0))
+  found = sorted_ids[position] == item_ids if len(sorted_ids) else np.zeros(len(item_ids), bool)
+  if not found.all():
+    first = int(np.argmin(found))
+    raise ValueError(
+      f"{item_path}, line {item_lines[first]}, column 1 (item_1): {int((~found).sum())} item rows "
+      f"have a search id absent from user_1 of {user_path} (first: {item_ids[first]})"
+    )
+  user_row = order[position]
+  categorical = np.concatenate([user_cat[user_row], item_cat], axis=1)
+  numerical = np.concatenate([user_num[user_row], item_num], axis=1)
+  return categorical, numerical, labels
 
 
 def load_aliexpress_raw(
-    directory,
-    country: str,
-    *,
-    splits: Sequence[str] = ("train", "test"),
-    reindex: bool = True,
-    on_bad_labels: OnBadLabels = "raise",
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+  directory,
+  country: str,
+  *,
+  splits: Sequence[str] = ("train", "test"),
+  reindex: bool = True,
+  on_bad_labels: OnBadLabels = "raise",
+  chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> dict[str, RankingData]:
-    """Loads the raw per-country release, joining item rows to their user rows.
+  """Loads the raw per-country release, joining item rows to their user rows.
 
-    Files ``{country}_user_{split}`` and ``{country}_item_{split}`` (with or
-    without a ``.csv`` suffix) are headerless. Every item row is one
-    impression; its user row (``user_1 == item_1``, the search id, dropped
-    afterwards) supplies the user features. Columns become, in this order:
-    categorical_1..16 = user_2..8, user_32, user_33, item_19, 34, 35, 36, 40,
-    41, 42; numerical_1..63 = user_9..31 then item_2..48 without the
-    categorical item columns (numerical values are copied unscaled). Labels
-    ``item_49`` 0/1/2 become (click, conversion) = (0,0)/(1,0)/(1,1).
+  Files ``{country}_user_{split}`` and ``{country}_item_{split}`` (with or
+  without a ``.csv`` suffix) are headerless. Every item row is one
+  impression; its user row (``user_1 == item_1``, the search id, dropped
+  afterwards) supplies the user features. Columns become, in this order:
+  categorical_1..16 = user_2..8, user_32, user_33, item_19, 34, 35, 36, 40,
+  41, 42; numerical_1..63 = user_9..31 then item_2..48 without the
+  categorical item columns (numerical values are copied unscaled). Labels
+  ``item_49`` 0/1/2 become (click, conversion) = (0,0)/(1,0)/(1,1).
 
-    Re-indexing (``reindex=True``): each categorical field's raw values over
-    the impressions of all splits are sorted and replaced by their rank
-    0..K-1, the same map for every split, so sparse or huge raw ids become a
-    dense table of size K. With ``reindex=False`` raw ids are kept and must be
-    non-negative int32. Either way the result equals `load_aliexpress` on the
-    same rows written in the processed format (with the ids it returns).
+  Re-indexing (``reindex=True``): each categorical field's raw values over
+  the impressions of all splits are sorted and replaced by their rank
+  0..K-1, the same map for every split, so sparse or huge raw ids become a
+  dense table of size K. With ``reindex=False`` raw ids are kept and must be
+  non-negative int32. Either way the result equals `load_aliexpress` on the
+  same rows written in the processed format (with the ids it returns).
 
-    Args:
-      directory: folder holding the raw files.
-      country: country code as it appears in the file names (e.g. ``"NL"``).
-      splits: split names.
-      reindex: map raw categorical values to dense ids.
-      on_bad_labels: ``"raise"`` or ``"drop"`` (warns with the count).
-      chunk_rows: lines parsed per ``np.loadtxt`` call.
+  Args:
+    directory: folder holding the raw files.
+    country: country code as it appears in the file names (e.g. ``"NL"``).
+    splits: split names.
+    reindex: map raw categorical values to dense ids.
+    on_bad_labels: ``"raise"`` or ``"drop"`` (warns with the count).
+    chunk_rows: lines parsed per ``np.loadtxt`` call.
 
-    Returns:
-      ``{split: RankingData}`` with cardinalities shared across splits.
+  Returns:
+    ``{split: RankingData}`` with cardinalities shared across splits.
 
-    Example:
-      >>> import tempfile, os
-      >>> directory = tempfile.mkdtemp()
-      >>> user = ",".join(["7"] + ["1"] * 32)
-      >>> item = ",".join(["7"] + ["0"] * 47 + ["2"])
-      >>> for split in ("train", "test"):
-      ...     _ = open(os.path.join(directory, f"NL_user_{split}"), "w").write(user + "\\n")
-      ...     _ = open(os.path.join(directory, f"NL_item_{split}"), "w").write(item + "\\n")
-      >>> load_aliexpress_raw(directory, "NL")["test"].labels.tolist()
-      [[1.0, 1.0]]
-    """
-    directory = os.fspath(directory)
-    paths = {
-        split: (_raw_path(directory, country, "user", split), _raw_path(directory, country, "item", split))
-        for split in splits
-    }
-    joined = {}
-    for split, (user_path, item_path) in paths.items():
-        users = _read_raw_users(user_path, chunk_rows)
-        items = _read_raw_items(item_path, chunk_rows, on_bad_labels)
-        joined[split] = _join(user_path, item_path, users, items)
-    names = ([f"user_{c}" for c in RAW_USER_CATEGORICAL] + [f"item_{c}" for c in RAW_ITEM_CATEGORICAL])
-    raw = [cat for cat, _, _ in joined.values()]
-    if reindex:
-        stacked = np.concatenate(raw) if raw else np.zeros((0, 16), np.int64)
-        dense = np.empty(stacked.shape, np.int32)
-        for field in range(stacked.shape[1]):
-            _, inverse = np.unique(stacked[:, field], return_inverse=True)
-            dense[:, field] = inverse.reshape(-1)
-        bounds = np.cumsum([0] + [len(r) for r in raw])
-        categorical = {split: dense[bounds[i] : bounds[i + 1]] for i, split in enumerate(joined)}
-    else:
-        categorical = {}
-        for split, ids in zip(joined, raw):
-            bad = (ids < 0) | (ids > _INT32_MAX)
-            if bad.any():
-                row, column = _first_location(bad)
-                raise ValueError(
-                    f"{paths[split][1 if column >= 9 else 0]}: column {names[column]}: raw id "
-                    f"{ids[row, column]} is not a non-negative int32 ({int(bad.sum())} values); "
-                    f"use reindex=True"
-                )
-            categorical[split] = ids.astype(np.int32)
-    cards = cardinalities_of(*categorical.values()) if categorical else (1,) * 16
-    return {
-        split: RankingData(categorical[split], numerical, labels, cards, TASK_NAMES)
-        for split, (_, numerical, labels) in joined.items()
-    }
+  Example:
+    >>> import tempfile, os
+    >>> directory = tempfile.mkdtemp()
+    >>> user = ",".join(["7"] + ["1"] * 32)
+    >>> item = ",".join(["7"] + ["0"] * 47 + ["2"])
+    >>> for split in ("train", "test"):
+    ...     _ = open(os.path.join(directory, f"NL_user_{split}"), "w").write(user + "\\n")
+    ...     _ = open(os.path.join(directory, f"NL_item_{split}"), "w").write(item + "\\n")
+    >>> load_aliexpress_raw(directory, "NL")["test"].labels.tolist()
+    [[1.0, 1.0]]
+  """
+  directory = os.fspath(directory)
+  paths = {
+    split: (
+      _raw_path(directory, country, "user", split),
+      _raw_path(directory, country, "item", split),
+    )
+    for split in splits
+  }
+  joined = {}
+  for split, (user_path, item_path) in paths.items():
+    users = _read_raw_users(user_path, chunk_rows)
+    items = _read_raw_items(item_path, chunk_rows, on_bad_labels)
+    joined[split] = _join(user_path, item_path, users, items)
+  names = [f"user_{c}" for c in RAW_USER_CATEGORICAL] + [f"item_{c}" for c in RAW_ITEM_CATEGORICAL]
+  raw = [cat for cat, _, _ in joined.values()]
+  if reindex:
+    stacked = np.concatenate(raw) if raw else np.zeros((0, 16), np.int64)
+    dense = np.empty(stacked.shape, np.int32)
+    for field in range(stacked.shape[1]):
+      _, inverse = np.unique(stacked[:, field], return_inverse=True)
+      dense[:, field] = inverse.reshape(-1)
+    bounds = np.cumsum([0] + [len(r) for r in raw])
+    categorical = {split: dense[bounds[i] : bounds[i + 1]] for i, split in enumerate(joined)}
+  else:
+    categorical = {}
+    for split, ids in zip(joined, raw):
+      bad = (ids < 0) | (ids > _INT32_MAX)
+      if bad.any():
+        row, column = _first_location(bad)
+        raise ValueError(
+          f"{paths[split][1 if column >= 9 else 0]}: column {names[column]}: raw id "
+          f"{ids[row, column]} is not a non-negative int32 ({int(bad.sum())} values); "
+          f"use reindex=True"
+        )
+      categorical[split] = ids.astype(np.int32)
+  cards = cardinalities_of(*categorical.values()) if categorical else (1,) * 16
+  return {
+    split: RankingData(categorical[split], numerical, labels, cards, TASK_NAMES)
+    for split, (_, numerical, labels) in joined.items()
+  }

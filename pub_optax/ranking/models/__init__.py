@@ -22,13 +22,19 @@ from pub_optax.ranking.models.mmoe import MMoE
 from pub_optax.ranking.models.ple import CGC, PLE
 from pub_optax.ranking.models.shared_bottom import SharedBottom
 
-_MODELS = {"shared_bottom": SharedBottom, "mmoe": MMoE, "ple": PLE, "esmm": ESMM,
-           "aitm": AITM}
+_MODELS = {"shared_bottom": SharedBottom, "mmoe": MMoE, "ple": PLE, "esmm": ESMM, "aitm": AITM}
 MODEL_NAMES = tuple(_MODELS)
 
 
-def build_model(name: str, cardinalities: Sequence[int], n_numerical: int, n_tasks: int, *,
-                rngs: nnx.Rngs, **kwargs) -> MultiTaskModel:
+def build_model(
+  name: str,
+  cardinalities: Sequence[int],
+  n_numerical: int,
+  n_tasks: int,
+  *,
+  rngs: nnx.Rngs,
+  **kwargs,
+) -> MultiTaskModel:
   """Build a ranking model by name.
 
   Args:
@@ -55,6 +61,23 @@ def build_model(name: str, cardinalities: Sequence[int], n_numerical: int, n_tas
   return _MODELS[name](cardinalities, n_numerical, n_tasks, rngs=rngs, **kwargs)
 
 
-__all__ = ["AIT", "AITM", "CGC", "ESMM", "MLP", "MMoE", "MODEL_NAMES", "MultiTaskModel", "PLE",
-           "FeatureEmbedding", "Gate", "SharedBottom", "Tower", "apply", "build_model",
-           "calibration_penalty", "product_logit", "split"]
+__all__ = [
+  "AIT",
+  "AITM",
+  "CGC",
+  "ESMM",
+  "MLP",
+  "MMoE",
+  "MODEL_NAMES",
+  "MultiTaskModel",
+  "PLE",
+  "FeatureEmbedding",
+  "Gate",
+  "SharedBottom",
+  "Tower",
+  "apply",
+  "build_model",
+  "calibration_penalty",
+  "product_logit",
+  "split",
+]

@@ -75,9 +75,17 @@ class AITMTask(nnx.Module):
     8
   """
 
-  def __init__(self, in_dim: int, bottom_dims: Sequence[int], tower_dims: Sequence[int], *,
-               receives: bool, norm: str | None = "batch", dropout: float = 0.2,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_dim: int,
+    bottom_dims: Sequence[int],
+    tower_dims: Sequence[int],
+    *,
+    receives: bool,
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     self.bottom = MLP(in_dim, bottom_dims, norm=norm, dropout=dropout, rngs=rngs)
     d = self.bottom.out_dim
     self.info = MLP(d, (d,), norm=norm, dropout=dropout, rngs=rngs) if receives else None
@@ -135,17 +143,37 @@ class AITM(MultiTaskModel):
     (6, 3)
   """
 
-  def __init__(self, cardinalities: Sequence[int], n_numerical: int, n_tasks: int, *,
-               embed_dim: int = 128, bottom_dims: Sequence[int] = (512, 256),
-               tower_dims: Sequence[int] = (128, 64), detach_transfer: bool = False,
-               norm: str | None = "batch", dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cardinalities: Sequence[int],
+    n_numerical: int,
+    n_tasks: int,
+    *,
+    embed_dim: int = 128,
+    bottom_dims: Sequence[int] = (512, 256),
+    tower_dims: Sequence[int] = (128, 64),
+    detach_transfer: bool = False,
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     self.n_tasks = self._check_n_tasks(n_tasks)
     self.detach_transfer = bool(detach_transfer)
     self.features = FeatureEmbedding(cardinalities, n_numerical, embed_dim, rngs=rngs)
-    self.tasks = nnx.List([
-        AITMTask(self.features.out_dim, bottom_dims, tower_dims, receives=t > 0, norm=norm,
-                 dropout=dropout, rngs=rngs)
-        for t in range(self.n_tasks)])
+    self.tasks = nnx.List(
+      [
+        AITMTask(
+          self.features.out_dim,
+          bottom_dims,
+          tower_dims,
+          receives=t > 0,
+          norm=norm,
+          dropout=dropout,
+          rngs=rngs,
+        )
+        for t in range(self.n_tasks)
+      ]
+    )
 
   def _is_shared(self, path: tuple) -> bool:
     if path[0] == "features":

@@ -11,13 +11,14 @@ information transfer, so all of those are shared.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pub_optax.sparse import lookup_rows
+from pub_optax._sparse import lookup_rows
 
 
 def _key_name(entry: Any) -> Any:
@@ -72,7 +73,7 @@ class MultiTaskModel(nnx.Module):
     return jax.tree_util.tree_map_with_path(leaf, params)
 
   def embedding_lookups(self) -> Callable:
-    """Row-sparse embedding gradients for :func:`pub_optax.training.make_train_step`'s ``lookups``.
+    """Row-sparse embedding gradients for :func:`pub_optax.make_train_step`'s ``lookups``.
 
     Returns ``lookups(params, batch) -> (compact_params, compact_batch, to_task_grads)``:
     every table with more ids than the batch has rows is replaced by the rows the batch
@@ -102,15 +103,25 @@ class MultiTaskModel(nnx.Module):
 
     def lookups(params, batch):
       categorical = jnp.asarray(batch["categorical"])
-      found = {f: lookup_rows(categorical[:, f], c) for f, c in enumerate(cardinalities) if c > categorical.shape[0]}
+      found = {
+        f: lookup_rows(categorical[:, f], c)
+        for f, c in enumerate(cardinalities)
+        if c > categorical.shape[0]
+      }
 
       def at_tables(fn, tree):
         return jax.tree_util.tree_map_with_path(
-            lambda path, x: fn(found[table_of(path)], x) if table_of(path) in found else x, tree)
+          lambda path, x: fn(found[table_of(path)], x) if table_of(path) in found else x, tree
+        )
 
-      columns = [found[f].ids if f in found else categorical[:, f] for f in range(len(cardinalities))]
+      columns = [
+        found[f].ids if f in found else categorical[:, f] for f in range(len(cardinalities))
+      ]
       compact_batch = dict(batch, categorical=jnp.stack(columns, axis=1))
-      return (at_tables(lambda lookup, table: lookup.gather(table), params), compact_batch,
-              lambda grads: at_tables(lambda lookup, g: lookup.task_grads(g), grads))
+      return (
+        at_tables(lambda lookup, table: lookup.gather(table), params),
+        compact_batch,
+        lambda grads: at_tables(lambda lookup, g: lookup.task_grads(g), grads),
+      )
 
     return lookups

@@ -69,10 +69,19 @@ class ESMM(MultiTaskModel):
     (6, 2)
   """
 
-  def __init__(self, cardinalities: Sequence[int], n_numerical: int, n_tasks: int, *,
-               embed_dim: int = 128, bottom_dims: Sequence[int] = (512, 256),
-               tower_dims: Sequence[int] = (128, 64), norm: str | None = "batch",
-               dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cardinalities: Sequence[int],
+    n_numerical: int,
+    n_tasks: int,
+    *,
+    embed_dim: int = 128,
+    bottom_dims: Sequence[int] = (512, 256),
+    tower_dims: Sequence[int] = (128, 64),
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     if n_tasks != 2:
       raise ValueError(f"ESMM models exactly 2 tasks (CTR, CTCVR); got n_tasks={n_tasks}")
     self.n_tasks = 2

@@ -41,8 +41,15 @@ class MLP(nnx.Module):
     (3, 2)
   """
 
-  def __init__(self, in_dim: int, dims: Sequence[int], *, norm: str | None = "batch",
-               dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_dim: int,
+    dims: Sequence[int],
+    *,
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     _check_norm(norm)
     if not dims:
       raise ValueError("MLP needs at least one hidden width")
@@ -85,8 +92,15 @@ class Tower(nnx.Module):
     (3,)
   """
 
-  def __init__(self, in_dim: int, dims: Sequence[int], *, norm: str | None = "batch",
-               dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_dim: int,
+    dims: Sequence[int],
+    *,
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     self.mlp = MLP(in_dim, dims, norm=norm, dropout=dropout, rngs=rngs)
     self.out = nnx.Linear(self.mlp.out_dim, 1, rngs=rngs)
 
@@ -143,11 +157,14 @@ class FeatureEmbedding(nnx.Module):
     (2, 12)
   """
 
-  def __init__(self, cardinalities: Sequence[int], n_numerical: int, embed_dim: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, cardinalities: Sequence[int], n_numerical: int, embed_dim: int, *, rngs: nnx.Rngs
+  ):
     cardinalities = tuple(int(c) for c in cardinalities)
     if not cardinalities or min(cardinalities) < 1:
-      raise ValueError(f"cardinalities must be a non-empty list of positive ints, got {cardinalities}")
+      raise ValueError(
+        f"cardinalities must be a non-empty list of positive ints, got {cardinalities}"
+      )
     if n_numerical < 0:
       raise ValueError(f"n_numerical must be >= 0, got {n_numerical}")
     self.cardinalities = cardinalities
@@ -168,10 +185,12 @@ class FeatureEmbedding(nnx.Module):
     numerical = jnp.asarray(numerical, jnp.float32)
     if numerical.ndim != 2 or numerical.shape[1] != self.n_numerical:
       raise ValueError(
-          f"numerical must have shape (batch, {self.n_numerical}), got {numerical.shape}")
+        f"numerical must have shape (batch, {self.n_numerical}), got {numerical.shape}"
+      )
     if numerical.shape[0] != categorical.shape[0]:
-      raise ValueError(f"batch sizes differ: categorical {categorical.shape[0]}, "
-                       f"numerical {numerical.shape[0]}")
+      raise ValueError(
+        f"batch sizes differ: categorical {categorical.shape[0]}, numerical {numerical.shape[0]}"
+      )
     parts = [table(categorical[:, f]) for f, table in enumerate(self.tables)]
     if self.dense is not None:
       parts.append(self.dense(numerical))

@@ -41,21 +41,33 @@ class MMoE(MultiTaskModel):
     (6, 2)
   """
 
-  def __init__(self, cardinalities: Sequence[int], n_numerical: int, n_tasks: int, *,
-               embed_dim: int = 128, n_experts: int = 8, expert_dims: Sequence[int] = (512, 256),
-               tower_dims: Sequence[int] = (128, 64), norm: str | None = "batch",
-               dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cardinalities: Sequence[int],
+    n_numerical: int,
+    n_tasks: int,
+    *,
+    embed_dim: int = 128,
+    n_experts: int = 8,
+    expert_dims: Sequence[int] = (512, 256),
+    tower_dims: Sequence[int] = (128, 64),
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     self.n_tasks = self._check_n_tasks(n_tasks)
     if n_experts < 1:
       raise ValueError(f"n_experts must be >= 1, got {n_experts}")
     self.features = FeatureEmbedding(cardinalities, n_numerical, embed_dim, rngs=rngs)
     d_in = self.features.out_dim
-    self.experts = nnx.List([MLP(d_in, expert_dims, norm=norm, dropout=dropout, rngs=rngs)
-                             for _ in range(n_experts)])
+    self.experts = nnx.List(
+      [MLP(d_in, expert_dims, norm=norm, dropout=dropout, rngs=rngs) for _ in range(n_experts)]
+    )
     d_out = self.experts[0].out_dim
     self.gates = nnx.List([Gate(d_in, n_experts, rngs=rngs) for _ in range(self.n_tasks)])
-    self.towers = nnx.List([Tower(d_out, tower_dims, norm=norm, dropout=dropout, rngs=rngs)
-                            for _ in range(self.n_tasks)])
+    self.towers = nnx.List(
+      [Tower(d_out, tower_dims, norm=norm, dropout=dropout, rngs=rngs) for _ in range(self.n_tasks)]
+    )
 
   def _is_shared(self, path: tuple) -> bool:
     return path[0] in ("features", "experts")
@@ -63,5 +75,6 @@ class MMoE(MultiTaskModel):
   def __call__(self, categorical: jax.Array, numerical: jax.Array | None) -> jax.Array:
     x = self.features(categorical, numerical)
     experts = jnp.stack([expert(x) for expert in self.experts], axis=1)  # (B, E, D)
-    return jnp.stack([tower(gate(x, experts)) for gate, tower in zip(self.gates, self.towers)],
-                     axis=-1)
+    return jnp.stack(
+      [tower(gate(x, experts)) for gate, tower in zip(self.gates, self.towers)], axis=-1
+    )

@@ -41,17 +41,29 @@ class CGC(nnx.Module):
     ((3, 8), (3, 8))
   """
 
-  def __init__(self, in_dim: int, dims: Sequence[int], n_tasks: int, n_shared_experts: int,
-               n_task_experts: int, *, shared_output: bool, norm: str | None = "batch",
-               dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_dim: int,
+    dims: Sequence[int],
+    n_tasks: int,
+    n_shared_experts: int,
+    n_task_experts: int,
+    *,
+    shared_output: bool,
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     def expert():
       return MLP(in_dim, dims, norm=norm, dropout=dropout, rngs=rngs)
 
     self.shared_experts = nnx.List([expert() for _ in range(n_shared_experts)])
-    self.task_experts = nnx.List([nnx.List([expert() for _ in range(n_task_experts)])
-                                  for _ in range(n_tasks)])
-    self.task_gates = nnx.List([Gate(in_dim, n_task_experts + n_shared_experts, rngs=rngs)
-                                for _ in range(n_tasks)])
+    self.task_experts = nnx.List(
+      [nnx.List([expert() for _ in range(n_task_experts)]) for _ in range(n_tasks)]
+    )
+    self.task_gates = nnx.List(
+      [Gate(in_dim, n_task_experts + n_shared_experts, rngs=rngs) for _ in range(n_tasks)]
+    )
     n_all = n_tasks * n_task_experts + n_shared_experts
     self.shared_gate = Gate(in_dim, n_all, rngs=rngs) if shared_output else None
     self.out_dim = self.shared_experts[0].out_dim
@@ -59,8 +71,10 @@ class CGC(nnx.Module):
   def __call__(self, task_inputs: Sequence[jax.Array], shared_input: jax.Array):
     shared = [e(shared_input) for e in self.shared_experts]
     task = [[e(x) for e in experts] for x, experts in zip(task_inputs, self.task_experts)]
-    outputs = [gate(x, jnp.stack(own + shared, axis=1))
-               for x, own, gate in zip(task_inputs, task, self.task_gates)]
+    outputs = [
+      gate(x, jnp.stack(own + shared, axis=1))
+      for x, own, gate in zip(task_inputs, task, self.task_gates)
+    ]
     shared_out = None
     if self.shared_gate is not None:
       every = [e for own in task for e in own] + shared
@@ -105,28 +119,51 @@ class PLE(MultiTaskModel):
     (6, 2)
   """
 
-  def __init__(self, cardinalities: Sequence[int], n_numerical: int, n_tasks: int, *,
-               embed_dim: int = 128, n_shared_experts: int = 4, n_task_experts: int = 4,
-               expert_dims: Sequence[int | Sequence[int]] = (512, 256),
-               tower_dims: Sequence[int] = (128, 64), norm: str | None = "batch",
-               dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cardinalities: Sequence[int],
+    n_numerical: int,
+    n_tasks: int,
+    *,
+    embed_dim: int = 128,
+    n_shared_experts: int = 4,
+    n_task_experts: int = 4,
+    expert_dims: Sequence[int | Sequence[int]] = (512, 256),
+    tower_dims: Sequence[int] = (128, 64),
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     self.n_tasks = self._check_n_tasks(n_tasks)
     if n_shared_experts < 1 or n_task_experts < 0:
-      raise ValueError("PLE needs n_shared_experts >= 1 and n_task_experts >= 0, got "
-                       f"{n_shared_experts} and {n_task_experts}")
+      raise ValueError(
+        "PLE needs n_shared_experts >= 1 and n_task_experts >= 0, got "
+        f"{n_shared_experts} and {n_task_experts}"
+      )
     if not expert_dims:
       raise ValueError("expert_dims must name at least one level")
     self.features = FeatureEmbedding(cardinalities, n_numerical, embed_dim, rngs=rngs)
     levels, d_in = [], self.features.out_dim
     for l, dims in enumerate(expert_dims):
       dims = (dims,) if isinstance(dims, int) else tuple(dims)
-      levels.append(CGC(d_in, dims, self.n_tasks, n_shared_experts, n_task_experts,
-                        shared_output=l < len(expert_dims) - 1, norm=norm, dropout=dropout,
-                        rngs=rngs))
+      levels.append(
+        CGC(
+          d_in,
+          dims,
+          self.n_tasks,
+          n_shared_experts,
+          n_task_experts,
+          shared_output=l < len(expert_dims) - 1,
+          norm=norm,
+          dropout=dropout,
+          rngs=rngs,
+        )
+      )
       d_in = levels[-1].out_dim
     self.levels = nnx.List(levels)
-    self.towers = nnx.List([Tower(d_in, tower_dims, norm=norm, dropout=dropout, rngs=rngs)
-                            for _ in range(self.n_tasks)])
+    self.towers = nnx.List(
+      [Tower(d_in, tower_dims, norm=norm, dropout=dropout, rngs=rngs) for _ in range(self.n_tasks)]
+    )
 
   def _is_shared(self, path: tuple) -> bool:
     if path[0] != "levels":

@@ -39,16 +39,28 @@ class SharedBottom(MultiTaskModel):
     (6, 3)
   """
 
-  def __init__(self, cardinalities: Sequence[int], n_numerical: int, n_tasks: int, *,
-               embed_dim: int = 128, bottom_dims: Sequence[int] = (512, 256),
-               tower_dims: Sequence[int] = (128, 64), norm: str | None = "batch",
-               dropout: float = 0.2, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cardinalities: Sequence[int],
+    n_numerical: int,
+    n_tasks: int,
+    *,
+    embed_dim: int = 128,
+    bottom_dims: Sequence[int] = (512, 256),
+    tower_dims: Sequence[int] = (128, 64),
+    norm: str | None = "batch",
+    dropout: float = 0.2,
+    rngs: nnx.Rngs,
+  ):
     self.n_tasks = self._check_n_tasks(n_tasks)
     self.features = FeatureEmbedding(cardinalities, n_numerical, embed_dim, rngs=rngs)
     self.bottom = MLP(self.features.out_dim, bottom_dims, norm=norm, dropout=dropout, rngs=rngs)
-    self.towers = nnx.List([
+    self.towers = nnx.List(
+      [
         Tower(self.bottom.out_dim, tower_dims, norm=norm, dropout=dropout, rngs=rngs)
-        for _ in range(self.n_tasks)])
+        for _ in range(self.n_tasks)
+      ]
+    )
 
   def _is_shared(self, path: tuple) -> bool:
     return path[0] in ("features", "bottom")

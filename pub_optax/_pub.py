@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import chex
 import optax
 
-from pub_optax.balance import SharedSpec, balance
-from pub_optax.weightings.base import Weighting
-from pub_optax.weightings.nash import nash
+from pub_optax._balance import SharedSpec, balance
+from pub_optax.weightings._base import Weighting
+from pub_optax.weightings._nash import nash
 
 # Settled by benchmarks/ranking.py (README, "The weight scaling"): convex keeps Adam's step size,
 # so rates tuned for equal weighting carry over, and it was never far behind; rms won the toy but
@@ -18,17 +16,17 @@ DEFAULT_SCALING = "convex"
 
 
 def pub(
-    direction: optax.GradientTransformation,
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    num_tasks: int,
-    shared: SharedSpec = None,
-    refresh_every: int = 1,
-    scaling: Optional[str] = None,
-    per_task_state: bool = False,
-    weighting: Optional[Weighting] = None,
-    weight_decay: chex.Numeric = 0.0,
-    weight_decay_mask: SharedSpec = None,
+  direction: optax.GradientTransformation,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  num_tasks: int,
+  shared: SharedSpec = None,
+  refresh_every: int = 1,
+  scaling: str | None = None,
+  per_task_state: bool = False,
+  weighting: Weighting | None = None,
+  weight_decay: chex.Numeric = 0.0,
+  weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Parameter Update Balancing around any learning-rate-free optax direction.
 
@@ -78,34 +76,34 @@ def pub(
   if scaling is None:
     scaling = DEFAULT_SCALING
   return balance(
-      direction,
-      nash() if weighting is None else weighting,
-      learning_rate,
-      num_tasks=num_tasks,
-      level="update",
-      shared=shared,
-      refresh_every=refresh_every,
-      scaling=scaling,
-      per_task_state=per_task_state,
-      weight_decay=weight_decay,
-      weight_decay_mask=weight_decay_mask,
+    direction,
+    nash() if weighting is None else weighting,
+    learning_rate,
+    num_tasks=num_tasks,
+    level="update",
+    shared=shared,
+    refresh_every=refresh_every,
+    scaling=scaling,
+    per_task_state=per_task_state,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
   )
 
 
 def pub_adam(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
-    eps: chex.Numeric = 1e-8,
-    weight_decay: chex.Numeric = 0.0,
-    *,
-    num_tasks: int,
-    shared: SharedSpec = None,
-    refresh_every: int = 1,
-    scaling: Optional[str] = None,
-    per_task_state: bool = False,
-    weighting: Optional[Weighting] = None,
-    weight_decay_mask: SharedSpec = None,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: chex.Numeric = 0.9,
+  b2: chex.Numeric = 0.999,
+  eps: chex.Numeric = 1e-8,
+  weight_decay: chex.Numeric = 0.0,
+  *,
+  num_tasks: int,
+  shared: SharedSpec = None,
+  refresh_every: int = 1,
+  scaling: str | None = None,
+  per_task_state: bool = False,
+  weighting: Weighting | None = None,
+  weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""PUB with Adam directions and decoupled weight decay applied once per step.
 
@@ -142,7 +140,15 @@ def pub_adam(
     >>> bool(abs(w[0] - w[1]) < 0.1 and abs(w[0]) < 1.0)
     True
   """
-  return pub(optax.scale_by_adam(b1, b2, eps), learning_rate, num_tasks=num_tasks,
-             shared=shared, refresh_every=refresh_every, scaling=scaling,
-             per_task_state=per_task_state, weighting=weighting,
-             weight_decay=weight_decay, weight_decay_mask=weight_decay_mask)
+  return pub(
+    optax.scale_by_adam(b1, b2, eps),
+    learning_rate,
+    num_tasks=num_tasks,
+    shared=shared,
+    refresh_every=refresh_every,
+    scaling=scaling,
+    per_task_state=per_task_state,
+    weighting=weighting,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )

@@ -25,12 +25,18 @@ this rule, and reports it with ``exact = False``:
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
+from pub_optax.weightings._base import (
+  Weighting,
+  WeightingResult,
+  check_gram,
+  solve_dtype,
+  symmetric_gram,
+)
 
 Array = jax.Array
 
@@ -55,11 +61,11 @@ class NashResult(NamedTuple):
 
 
 def nash_weights(
-    gram: Array,
-    init: Optional[Array] = None,
-    *,
-    max_iter: int = 64,
-    ridge: Optional[float] = None,
+  gram: Array,
+  init: Array | None = None,
+  *,
+  max_iter: int = 64,
+  ridge: float | None = None,
 ) -> NashResult:
   r"""Solves ``α_k (Gα)_k = 1`` for ``α > 0`` (Nash bargaining over task vectors).
 
@@ -95,7 +101,9 @@ def nash_weights(
   """
   check_gram(gram)
   if init is not None and jnp.shape(init) != (gram.shape[0],):
-    raise ValueError(f"init must have shape ({gram.shape[0]},) to match gram, got {jnp.shape(init)}")
+    raise ValueError(
+      f"init must have shape ({gram.shape[0]},) to match gram, got {jnp.shape(init)}"
+    )
   # One compiled solver per (shape, dtype, budget): eager calls reuse it instead of
   # retracing the while_loop every time; under an outer jit it is simply inlined.
   return _solve(gram, init, max_iter=max_iter, ridge=ridge)
@@ -144,8 +152,8 @@ def _solve(gram, init, *, max_iter, ridge):
     lam = jnp.sqrt(lam2)
     full = a * (1.0 + delta)
     full_ok = (lam < 0.25) | (
-        jnp.all(1.0 + delta > 0.0)
-        & (potential(jnp.where(full > 0, full, 1.0)) <= potential(a) - 0.1 * lam2)
+      jnp.all(1.0 + delta > 0.0)
+      & (potential(jnp.where(full > 0, full, 1.0)) <= potential(a) - 0.1 * lam2)
     )
     # Damped step 1/(1+λ) stays inside the Dikin ellipsoid: positive and decreasing.
     damped = a * (1.0 + delta / (1.0 + lam))
@@ -157,7 +165,7 @@ def _solve(gram, init, *, max_iter, ridge):
     return (it < max_iter) & (lam2 > tol)
 
   a, iterations, last_lam2 = jax.lax.while_loop(
-      keep_going, step, (a0, jnp.zeros((), jnp.int32), jnp.array(jnp.inf, dtype))
+    keep_going, step, (a0, jnp.zeros((), jnp.int32), jnp.array(jnp.inf, dtype))
   )
 
   inv = jnp.where(active, 1.0 / a, 0.0)
@@ -170,11 +178,13 @@ def _solve(gram, init, *, max_iter, ridge):
   # α_k·ridge·G_kk·α_k of each condition α_k (Gα)_k = 1 is negligible.
   tol_exact = 8.0 * jnp.sqrt(eps)
   ridge_share = ridge * jnp.max(jnp.where(active, sq_norms * a * a, 0.0))
-  exact = jnp.all(active) & (last_lam2 <= tol) & (residual <= tol_exact) & (ridge_share <= tol_exact)
+  exact = (
+    jnp.all(active) & (last_lam2 <= tol) & (residual <= tol_exact) & (ridge_share <= tol_exact)
+  )
   return NashResult(weights, residual, iterations, exact)
 
 
-def nash(max_iter: int = 64, ridge: Optional[float] = None) -> Weighting:
+def nash(max_iter: int = 64, ridge: float | None = None) -> Weighting:
   """Nash-bargaining weighting (PUB's solver, Nash-MTL at gradient level), warm-started.
 
   Args:
@@ -182,7 +192,7 @@ def nash(max_iter: int = 64, ridge: Optional[float] = None) -> Weighting:
     ridge: relative ridge, see :func:`nash_weights`.
 
   Returns:
-    A :class:`~pub_optax.weightings.base.Weighting` whose state is the previous
+    A :class:`~pub_optax.weightings.Weighting` whose state is the previous
     weights (zeros before the first solve, meaning a cold start).
 
   Example:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 
 def value_and_task_grads(
-    fun: Callable,
-    argnums: Union[int, Sequence[int]] = 0,
-    has_aux: bool = False,
+  fun: Callable,
+  argnums: int | Sequence[int] = 0,
+  has_aux: bool = False,
 ) -> Callable:
   """Like ``jax.value_and_grad`` for a function that returns K task losses.
 
@@ -45,7 +45,9 @@ def value_and_task_grads(
   def wrapped(*args, **kwargs):
     for i in positions:
       if not -len(args) <= i < len(args):
-        raise ValueError(f"argnums={argnums} but the function was called with {len(args)} positional arguments")
+        raise ValueError(
+          f"argnums={argnums} but the function was called with {len(args)} positional arguments"
+        )
 
     def partial(*diff):
       full = list(args)
@@ -61,8 +63,9 @@ def value_and_task_grads(
       losses, vjp_fn = jax.vjp(partial, *diff_args)
     if not hasattr(losses, "ndim") or losses.ndim != 1:
       raise ValueError(
-          f"fun must return a vector of K task losses with shape (K,), got shape {jnp.shape(losses)}"
-          + (" (with has_aux=True it must return (losses, aux))" if has_aux else ""))
+        f"fun must return a vector of K task losses with shape (K,), got shape {jnp.shape(losses)}"
+        + (" (with has_aux=True it must return (losses, aux))" if has_aux else "")
+      )
     k = losses.shape[0]
     if k == 0:
       raise ValueError("fun returned zero task losses (K = 0)")

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import optax
 
 
-def apply_if_finite(inner: optax.GradientTransformation, max_consecutive_errors: int) -> optax.GradientTransformationExtraArgs:
+def apply_if_finite(
+  inner: optax.GradientTransformation, max_consecutive_errors: int
+) -> optax.GradientTransformationExtraArgs:
   """``optax.apply_if_finite`` for transformations whose output is not shaped like their input.
 
   ``optax.apply_if_finite`` answers a rejected step with zeros shaped like its
@@ -39,10 +41,10 @@ def apply_if_finite(inner: optax.GradientTransformation, max_consecutive_errors:
 
   def init(params):
     return optax.ApplyIfFiniteState(
-        notfinite_count=jnp.zeros([], jnp.int32),
-        last_finite=jnp.array(True, jnp.bool_),
-        total_notfinite=jnp.zeros([], jnp.int32),
-        inner_state=inner.init(params),
+      notfinite_count=jnp.zeros([], jnp.int32),
+      last_finite=jnp.array(True, jnp.bool_),
+      total_notfinite=jnp.zeros([], jnp.int32),
+      inner_state=inner.init(params),
     )
 
   def update(updates, state, params=None, **extra_args):
@@ -58,12 +60,15 @@ def apply_if_finite(inner: optax.GradientTransformation, max_consecutive_errors:
       return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape), state.inner_state
 
     new_updates, inner_state = jax.lax.cond(
-        isfinite | (notfinite_count > max_consecutive_errors), apply, reject)
+      isfinite | (notfinite_count > max_consecutive_errors), apply, reject
+    )
     return new_updates, optax.ApplyIfFiniteState(
-        notfinite_count=notfinite_count,
-        last_finite=isfinite,
-        total_notfinite=jnp.where(isfinite, state.total_notfinite, optax.safe_increment(state.total_notfinite)),
-        inner_state=inner_state,
+      notfinite_count=notfinite_count,
+      last_finite=isfinite,
+      total_notfinite=jnp.where(
+        isfinite, state.total_notfinite, optax.safe_increment(state.total_notfinite)
+      ),
+      inner_state=inner_state,
     )
 
   return optax.GradientTransformationExtraArgs(init, update)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult
+from pub_optax.weightings._base import Weighting, WeightingResult
 
 Array = jax.Array
 
@@ -39,7 +39,7 @@ def equal() -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.simple import equal
+    >>> from pub_optax.weightings import equal
     >>> w = equal()
     >>> w.weigh(jnp.zeros((4, 4)), w.init(4, jnp.float32), None).weights.tolist()
     [0.25, 0.25, 0.25, 0.25]
@@ -52,7 +52,7 @@ def ones() -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.simple import ones
+    >>> from pub_optax.weightings import ones
     >>> w = ones()
     >>> w.weigh(jnp.zeros((3, 3)), w.init(3, jnp.float32), None).weights.tolist()
     [1.0, 1.0, 1.0]
@@ -71,7 +71,7 @@ def rlw(seed: int = 0) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.simple import rlw
+    >>> from pub_optax.weightings import rlw
     >>> w = rlw(seed=0)
     >>> res = w.weigh(jnp.zeros((3, 3)), w.init(3, jnp.float32), None)
     >>> round(float(res.weights.sum()), 6), bool((res.weights > 0).all())

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,9 @@ import optax
 Array = jax.Array
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["rows", "values"], meta_fields=["num_rows"])
+@functools.partial(
+  jax.tree_util.register_dataclass, data_fields=["rows", "values"], meta_fields=["num_rows"]
+)
 @dataclasses.dataclass(frozen=True)
 class RowSparse:
   """Per-task gradients of a ``(num_rows, *row_shape)`` table that are zero outside ``rows``.
@@ -91,19 +93,22 @@ class Lookup(NamedTuple):
   def gather(self, table: Array) -> Array:
     """The compact table ``(n, *row_shape)``: the looked-up rows, zeros at padding."""
     if table.shape[0] != self.num_rows:
-      raise ValueError(f"this lookup is for a table of {self.num_rows} rows, got a table of shape {table.shape}")
+      raise ValueError(
+        f"this lookup is for a table of {self.num_rows} rows, got a table of shape {table.shape}"
+      )
     return table.at[self.rows].get(mode="fill", fill_value=0)
 
   def task_grads(self, values: Array) -> RowSparse:
     """Wraps ``(K, n, *row_shape)`` gradients of the compact table as a :class:`RowSparse`."""
     if values.ndim < 2 or values.shape[1] != self.rows.shape[0]:
       raise ValueError(
-          f"expected per-task gradients of the compact table, shape (K, {self.rows.shape[0]}, ...), "
-          f"got {values.shape}")
+        f"expected per-task gradients of the compact table, shape (K, {self.rows.shape[0]}, ...), "
+        f"got {values.shape}"
+      )
     return RowSparse(self.rows, values, self.num_rows)
 
 
-def lookup_rows(ids: Array, num_rows: int, size: Optional[int] = None) -> Lookup:
+def lookup_rows(ids: Array, num_rows: int, size: int | None = None) -> Lookup:
   """The distinct table rows in ``ids``, with a static count so that it works under ``jax.jit``.
 
   Args:
@@ -145,7 +150,9 @@ def lookup_rows(ids: Array, num_rows: int, size: Optional[int] = None) -> Lookup
   if not isinstance(ids, jax.core.Tracer):  # concrete: check what jit cannot
     host = np.asarray(ids)
     if host.min() < 0 or host.max() >= num_rows:
-      raise ValueError(f"ids must lie in [0, {num_rows}); got ids from {host.min()} to {host.max()}")
+      raise ValueError(
+        f"ids must lie in [0, {num_rows}); got ids from {host.min()} to {host.max()}"
+      )
     distinct = len(np.unique(host))
     if size < distinct:
       raise ValueError(f"size={size} is smaller than the {distinct} distinct ids")
@@ -166,30 +173,40 @@ class TableRows:
   def __init__(self, task_grads):
     leaves, self.treedef = jax.tree.flatten(task_grads, is_leaf=is_row_sparse)
     self.rows = [l.rows if is_row_sparse(l) else None for l in leaves]
-    self.shapes = [l.shape[1:] if is_row_sparse(l) else None for l in leaves]  # the tables' full shapes
-    self.compact_grads = self.treedef.unflatten([l.values if is_row_sparse(l) else l for l in leaves])
+    self.shapes = [
+      l.shape[1:] if is_row_sparse(l) else None for l in leaves
+    ]  # the tables' full shapes
+    self.compact_grads = self.treedef.unflatten(
+      [l.values if is_row_sparse(l) else l for l in leaves]
+    )
 
   @staticmethod
-  def of(task_grads) -> Optional["TableRows"]:
+  def of(task_grads) -> TableRows | None:
     """``TableRows`` of ``task_grads``, or ``None`` when it holds no RowSparse leaf."""
     tables = TableRows(task_grads)
     return tables if any(r is not None for r in tables.rows) else None
 
   def _map(self, fn, *trees):
     flat = [self.treedef.flatten_up_to(t) for t in trees]
-    return self.treedef.unflatten([fn(r, shape, *xs) for r, shape, *xs in zip(self.rows, self.shapes, *flat)])
+    return self.treedef.unflatten(
+      [fn(r, shape, *xs) for r, shape, *xs in zip(self.rows, self.shapes, *flat)]
+    )
 
   def gather(self, tree):
     """Params-shaped ``tree`` with every table replaced by its rows (zeros at padding)."""
-    return self._map(lambda r, shape, x: x if r is None else x.at[r].get(mode="fill", fill_value=0), tree)
+    return self._map(
+      lambda r, shape, x: x if r is None else x.at[r].get(mode="fill", fill_value=0), tree
+    )
 
   def zero_padding(self, tree):
     """``(K, ...)`` compact ``tree`` with the padding rows of every table set to zero."""
+
     def fn(r, shape, x):
       if r is None:
         return x
       valid = (r < shape[0]).reshape((1, -1) + (1,) * (x.ndim - 2))
       return jnp.where(valid, x, jnp.zeros((), x.dtype))
+
     return self._map(fn, tree)
 
   def expand(self, compact, base, scale):
@@ -197,16 +214,20 @@ class TableRows:
 
     ``scale`` is a params-shaped tree of scalars (only read at the tables).
     """
+
     def fn(r, shape, c, b, s):
       if r is None:
         return c
       return (s * b).astype(c.dtype).at[r].set(c, mode="drop")
+
     return self._map(fn, compact, base, scale)
 
   def untouched_sq_norm(self, base, mask) -> Array:
     """``Σ base²`` over the rows outside the batch of the tables where ``mask`` is True."""
     total = jnp.zeros((), jnp.float32)
-    for r, shape, b, m in zip(self.rows, self.shapes, self.treedef.flatten_up_to(base), self.treedef.flatten_up_to(mask)):
+    for r, shape, b, m in zip(
+      self.rows, self.shapes, self.treedef.flatten_up_to(base), self.treedef.flatten_up_to(mask)
+    ):
       if r is None or not m:
         continue
       n = shape[0]
@@ -219,15 +240,23 @@ class TableRows:
     """For every leaf of ``state``: the index of the param leaf it mirrors, or -1."""
     index_tree = self.treedef.unflatten(list(range(self.treedef.num_leaves)))
     try:
-      tags = optax.tree_map_params(inner, lambda _, i: i, state, index_tree,
-                                   transform_non_params=lambda v: jax.tree.map(lambda _: -1, v))
+      tags = optax.tree_map_params(
+        inner,
+        lambda _, i: i,
+        state,
+        index_tree,
+        transform_non_params=lambda v: jax.tree.map(lambda _: -1, v),
+      )
     except (TypeError, ValueError, AttributeError) as err:
       raise ValueError(
-          "row-sparse task gradients need to find the inner optimizer's parameter-shaped state "
-          f"(optax.tree_map_params); it failed for this inner optimizer: {err}") from err
+        "row-sparse task gradients need to find the inner optimizer's parameter-shaped state "
+        f"(optax.tree_map_params); it failed for this inner optimizer: {err}"
+      ) from err
     tags = jax.tree.leaves(tags)
     if len(tags) != len(jax.tree.leaves(state)):
-      raise ValueError("row-sparse task gradients: could not match the inner state's leaves to the params")
+      raise ValueError(
+        "row-sparse task gradients: could not match the inner state's leaves to the params"
+      )
     return tags
 
   def _map_state(self, inner, fn, state, *others):
@@ -237,18 +266,23 @@ class TableRows:
     out = []
     for i, (leaf, tag) in enumerate(zip(leaves, self._state_tags(inner, state))):
       rows = self.rows[tag] if tag >= 0 else None
-      out.append(leaf if rows is None else fn(leaf, *[o[i] for o in others], rows, self.shapes[tag]))
+      out.append(
+        leaf if rows is None else fn(leaf, *[o[i] for o in others], rows, self.shapes[tag])
+      )
     return treedef.unflatten(out)
 
   def gather_state(self, inner, state):
     """The inner state at the batch rows of every table (zeros at padding)."""
+
     def fn(leaf, rows, shape):
       if tuple(leaf.shape) != tuple(shape):
         raise ValueError(
-            f"row-sparse task gradients need an inner optimizer that keeps a parameter-shaped "
-            f"state per coordinate; a state leaf of a table of shape {tuple(shape)} has shape "
-            f"{tuple(leaf.shape)} (factored or per-tensor statistics are not supported on this path)")
+          f"row-sparse task gradients need an inner optimizer that keeps a parameter-shaped "
+          f"state per coordinate; a state leaf of a table of shape {tuple(shape)} has shape "
+          f"{tuple(leaf.shape)} (factored or per-tensor statistics are not supported on this path)"
+        )
       return leaf.at[rows].get(mode="fill", fill_value=0)
+
     return self._map_state(inner, fn, state)
 
   def zero_gradient_step(self, inner, state, params, **extra):
@@ -258,15 +292,24 @@ class TableRows:
     """
     tags = self._state_tags(inner, state)
     leaves, treedef = jax.tree.flatten(state)
-    restricted = [jnp.zeros((0,), l.dtype) if t >= 0 and self.rows[t] is None else l for l, t in zip(leaves, tags)]
-    grads = self._map(lambda r, shape, g: jnp.zeros(shape if r is not None else (0,), g.dtype), self.compact_grads)
+    restricted = [
+      jnp.zeros((0,), l.dtype) if t >= 0 and self.rows[t] is None else l
+      for l, t in zip(leaves, tags)
+    ]
+    grads = self._map(
+      lambda r, shape, g: jnp.zeros(shape if r is not None else (0,), g.dtype), self.compact_grads
+    )
     if params is not None:
-      params = self._map(lambda r, shape, p: p if r is not None else jnp.zeros((0,), jnp.asarray(p).dtype), params)
+      params = self._map(
+        lambda r, shape, p: p if r is not None else jnp.zeros((0,), jnp.asarray(p).dtype), params
+      )
     return inner.update(grads, treedef.unflatten(restricted), params, **extra)
 
   def merge_state(self, inner, base_state, compact_state):
     """The new full inner state: ``base_state`` outside the batch rows, ``compact_state`` on them."""
+
     def fn(compact, base, rows, shape):
       del shape
       return base.at[rows].set(compact.astype(base.dtype), mode="drop")
+
     return self._map_state(inner, fn, compact_state, base_state)

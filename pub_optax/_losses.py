@@ -1,6 +1,6 @@
 """Loss-level weightings that need the task losses: uncertainty weighting and FAMO.
 
-Both are :class:`~pub_optax.weightings.base.Weighting` objects with
+Both are :class:`~pub_optax.weightings.Weighting` objects with
 ``needs_gram=False, needs_losses=True``: :func:`pub_optax.balance` skips the Gram
 matrix and requires ``update(..., task_losses=losses)``, where ``losses`` is the
 ``(K,)`` vector of the current task losses (e.g. from
@@ -16,20 +16,22 @@ the whole method stays one jittable optax transformation.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from pub_optax.weightings.base import Weighting, WeightingResult
+from pub_optax.weightings._base import Weighting, WeightingResult
 
 Array = jax.Array
 
 
 def _losses(task_losses, name: str, k: int, dtype) -> Array:
   if task_losses is None:
-    raise ValueError(f"the {name!r} weighting needs the task losses: call update(..., task_losses=losses)")
+    raise ValueError(
+      f"the {name!r} weighting needs the task losses: call update(..., task_losses=losses)"
+    )
   losses = jnp.asarray(task_losses, dtype)
   if losses.shape != (k,):
     raise ValueError(f"task_losses must have shape ({k},), got {losses.shape}")
@@ -44,12 +46,12 @@ class UncertaintyState(NamedTuple):
 
 
 def uncertainty(
-    learning_rate: optax.ScalarOrSchedule = 1e-3,
-    *,
-    init: float = 0.0,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
+  learning_rate: optax.ScalarOrSchedule = 1e-3,
+  *,
+  init: float = 0.0,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
 ) -> Weighting:
   r"""Uncertainty weighting: ``w_k = exp(−s_k)``, with ``s`` learned on ``Σ_k exp(−s_k)L_k + s_k``.
 
@@ -77,7 +79,7 @@ def uncertainty(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.losses import uncertainty
+    >>> from pub_optax import uncertainty
     >>> import jax
     >>> w = uncertainty(learning_rate=0.05)
     >>> state, weigh = w.init(2, jnp.float32), jax.jit(w.weigh)
@@ -106,7 +108,9 @@ def uncertainty(
     new_s = optax.apply_updates(s, step)
     return WeightingResult(weights, UncertaintyState(new_s, opt_state), jnp.max(jnp.abs(grad)))
 
-  return Weighting(init=init_fn, weigh=weigh, name="uncertainty", needs_gram=False, needs_losses=True)
+  return Weighting(
+    init=init_fn, weigh=weigh, name="uncertainty", needs_gram=False, needs_losses=True
+  )
 
 
 class FAMOState(NamedTuple):
@@ -119,11 +123,11 @@ class FAMOState(NamedTuple):
 
 
 def famo(
-    learning_rate: optax.ScalarOrSchedule = 0.025,
-    *,
-    gamma: float = 0.01,
-    min_losses: Union[float, Array] = 0.0,
-    eps: float = 1e-8,
+  learning_rate: optax.ScalarOrSchedule = 0.025,
+  *,
+  gamma: float = 0.01,
+  min_losses: float | Array = 0.0,
+  eps: float = 1e-8,
 ) -> Weighting:
   r"""FAMO: fast adaptive multitask optimisation with O(1) cost per step.
 
@@ -161,7 +165,7 @@ def famo(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.losses import famo
+    >>> from pub_optax import famo
     >>> w = famo()
     >>> state = w.init(2, jnp.float32)
     >>> res = w.weigh(jnp.zeros((2, 2)), state, jnp.array([1.0, 3.0]))
@@ -193,7 +197,8 @@ def famo(
     step, opt_state = opt.update(grad, state.opt, xi)
     new_xi = optax.apply_updates(xi, step)
     new_xi, opt_state = jax.tree.map(
-        lambda new, old: jnp.where(state.started, new, old), (new_xi, opt_state), (xi, state.opt))
+      lambda new, old: jnp.where(state.started, new, old), (new_xi, opt_state), (xi, state.opt)
+    )
     z = jax.nn.softmax(new_xi)
     ratio = z * jnp.exp(-log_d)
     weights = ratio / jnp.sum(ratio)

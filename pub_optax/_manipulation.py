@@ -20,22 +20,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pub_optax.balance import SharedSpec, balance
-from pub_optax.weightings.simple import ones
+from pub_optax._balance import SharedSpec, balance
+from pub_optax.weightings._simple import ones
 
 Array = jax.Array
 
 
 def adatask(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
-    eps: chex.Numeric = 1e-8,
-    weight_decay: chex.Numeric = 0.0,
-    *,
-    num_tasks: int,
-    shared: SharedSpec = None,
-    weight_decay_mask: SharedSpec = None,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: chex.Numeric = 0.9,
+  b2: chex.Numeric = 0.999,
+  eps: chex.Numeric = 1e-8,
+  weight_decay: chex.Numeric = 0.0,
+  *,
+  num_tasks: int,
+  shared: SharedSpec = None,
+  weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdaTask: Adam with separate moments for every task on the shared parameters.
 
@@ -61,7 +61,7 @@ def adatask(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.manipulation import adatask
+    >>> from pub_optax import adatask
     >>> tx = adatask(0.1, num_tasks=2)
     >>> params = jnp.zeros(2)
     >>> state = tx.init(params)
@@ -74,16 +74,16 @@ def adatask(
     Multi-Task Learning", AAAI 2023.
   """
   return balance(
-      optax.scale_by_adam(b1, b2, eps),
-      ones(),
-      learning_rate,
-      num_tasks=num_tasks,
-      level="update",
-      shared=shared,
-      scaling="raw",
-      per_task_state=True,
-      weight_decay=weight_decay,
-      weight_decay_mask=weight_decay_mask,
+    optax.scale_by_adam(b1, b2, eps),
+    ones(),
+    learning_rate,
+    num_tasks=num_tasks,
+    level="update",
+    shared=shared,
+    scaling="raw",
+    per_task_state=True,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
   )
 
 
@@ -98,12 +98,12 @@ def _clip_factor(update: Array, param: Array, lr: Array, lambda_rel, lambda_abs)
 
 
 def scale_by_clippy_adam(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
-    eps: chex.Numeric = 1e-8,
-    lambda_rel: chex.Numeric = 0.5,
-    lambda_abs: chex.Numeric = 1e-2,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: chex.Numeric = 0.9,
+  b2: chex.Numeric = 0.999,
+  eps: chex.Numeric = 1e-8,
+  lambda_rel: chex.Numeric = 0.5,
+  lambda_abs: chex.Numeric = 1e-2,
 ) -> optax.GradientTransformation:
   r"""Adam direction shrunk per tensor so that the step ``η·r·u`` stays within ``λ_rel|w| + λ_abs``.
 
@@ -134,7 +134,7 @@ def scale_by_clippy_adam(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.manipulation import scale_by_clippy_adam
+    >>> from pub_optax import scale_by_clippy_adam
     >>> tx = scale_by_clippy_adam(1.0, lambda_rel=0.1, lambda_abs=0.0)
     >>> params = jnp.array([2.0, 10.0])
     >>> u, _ = tx.update(jnp.array([1.0, 1.0]), tx.init(params), params)
@@ -155,7 +155,9 @@ def scale_by_clippy_adam(
       raise ValueError("scale_by_clippy_adam needs params: call update(grads, state, params)")
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     direction, state = adam.update(updates, state, params)
-    factors = jax.tree.map(lambda u, w: _clip_factor(u, w, lr, lambda_rel, lambda_abs), direction, params)
+    factors = jax.tree.map(
+      lambda u, w: _clip_factor(u, w, lr, lambda_rel, lambda_abs), direction, params
+    )
     clipped = jax.tree.map(lambda u, r: (u * r).astype(u.dtype), direction, factors)
     return clipped, state
 
@@ -163,12 +165,12 @@ def scale_by_clippy_adam(
 
 
 def clippy_adam(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
-    eps: chex.Numeric = 1e-8,
-    lambda_rel: chex.Numeric = 0.5,
-    lambda_abs: chex.Numeric = 1e-2,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: chex.Numeric = 0.9,
+  b2: chex.Numeric = 0.999,
+  eps: chex.Numeric = 1e-8,
+  lambda_rel: chex.Numeric = 0.5,
+  lambda_abs: chex.Numeric = 1e-2,
 ) -> optax.GradientTransformation:
   """Clippy-Adam with a learning rate: ``chain(scale_by_clippy_adam(η, ...), scale_by_learning_rate(η))``.
 
@@ -181,7 +183,7 @@ def clippy_adam(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.manipulation import clippy_adam
+    >>> from pub_optax import clippy_adam
     >>> tx = clippy_adam(0.1)
     >>> params = jnp.array([1.0, 100.0])
     >>> u, _ = tx.update(jnp.array([1.0, -1.0]), tx.init(params), params)
@@ -189,20 +191,27 @@ def clippy_adam(
     [-0.1, 0.1]
   """
   return optax.chain(
-      scale_by_clippy_adam(learning_rate, b1, b2, eps, lambda_rel, lambda_abs),
-      optax.scale_by_learning_rate(learning_rate),
+    scale_by_clippy_adam(learning_rate, b1, b2, eps, lambda_rel, lambda_abs),
+    optax.scale_by_learning_rate(learning_rate),
   )
 
 
-def clip_factors(updates: Any, params: Any, learning_rate: chex.Numeric,
-                 lambda_rel: chex.Numeric = 0.5, lambda_abs: chex.Numeric = 1e-2) -> Any:
+def clip_factors(
+  updates: Any,
+  params: Any,
+  learning_rate: chex.Numeric,
+  lambda_rel: chex.Numeric = 0.5,
+  lambda_abs: chex.Numeric = 1e-2,
+) -> Any:
   """Clippy's per-tensor factors ``r`` for a given direction (a pytree of scalars), for logging and tests.
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.manipulation import clip_factors
+    >>> from pub_optax import clip_factors
     >>> r = clip_factors({"w": jnp.array([1.0, -4.0])}, {"w": jnp.array([1.0, 2.0])}, 1.0, 0.5, 0.0)
     >>> float(r["w"])  # |w|/2 = 1 allows a quarter of the step 4
     0.25
   """
-  return jax.tree.map(lambda u, w: _clip_factor(u, w, learning_rate, lambda_rel, lambda_abs), updates, params)
+  return jax.tree.map(
+    lambda u, w: _clip_factor(u, w, learning_rate, lambda_rel, lambda_abs), updates, params
+  )

@@ -11,7 +11,7 @@ projection of ``Jᵀu`` is ``Jᵀv`` with
 so on the Gram matrix UPGrad is K small QPs, one per task with ``u = p_i e_i``,
 and the weights are ``w = Σ_i v^(i)``. Writing ``v = u + z`` turns each into the
 non-negative QP ``min_{z ≥ 0} ½ zᵀGz + (Gu)ᵀz``, solved exactly by
-:func:`~pub_optax.weightings.qp.nonneg_qp` (all K at once with ``jax.vmap``).
+:func:`~pub_optax.weightings.nonneg_qp` (all K at once with ``jax.vmap``).
 
 The KKT conditions give ``G v^(i) ≥ 0``, so the joint direction conflicts with no
 task: ``(G w)_k ≥ 0`` for every k. G is normalised by its trace, as in TorchJD;
@@ -21,23 +21,21 @@ need (``reg_eps`` defaults to 0; a positive value reproduces TorchJD's weights).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, check_gram, stateless, solve_dtype, symmetric_gram
-from pub_optax.weightings.qp import nonneg_qp
+from pub_optax.weightings._base import Weighting, check_gram, solve_dtype, stateless, symmetric_gram
+from pub_optax.weightings._qp import nonneg_qp
 
 Array = jax.Array
 
 
 def upgrad_weights(
-    gram: Array,
-    pref: Optional[Array] = None,
-    *,
-    reg_eps: float = 0.0,
-    max_iter: Optional[int] = None,
+  gram: Array,
+  pref: Array | None = None,
+  *,
+  reg_eps: float = 0.0,
+  max_iter: int | None = None,
 ) -> tuple[Array, Array]:
   r"""UPGrad weights ``w = Σ_i argmin_{v ≥ p_i e_i} vᵀGv``.
 
@@ -53,7 +51,7 @@ def upgrad_weights(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.upgrad import upgrad_weights
+    >>> from pub_optax.weightings import upgrad_weights
     >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])  # conflicting unit vectors at 120°
     >>> w, _ = upgrad_weights(gram)
     >>> [round(float(x), 4) for x in w], [round(float(x), 4) for x in gram @ w]
@@ -69,7 +67,9 @@ def upgrad_weights(
   g = symmetric_gram(gram)
   trace = jnp.sum(jnp.diagonal(g))
   nonzero = trace > jnp.finfo(dtype).tiny
-  q = jnp.where(nonzero, g / jnp.where(nonzero, trace, 1.0), 0.0) + reg_eps * jnp.eye(k, dtype=dtype)
+  q = jnp.where(nonzero, g / jnp.where(nonzero, trace, 1.0), 0.0) + reg_eps * jnp.eye(
+    k, dtype=dtype
+  )
   p = jnp.full((k,), 1.0 / k, dtype) if pref is None else jnp.asarray(pref, dtype)
   if p.shape != (k,):
     raise ValueError(f"pref must have shape ({k},) to match gram, got {p.shape}")
@@ -83,9 +83,10 @@ def upgrad_weights(
   return jnp.sum(vs, axis=0), jnp.max(residuals)
 
 
-def upgrad(pref: Optional[Array] = None, *, reg_eps: float = 0.0,
-           max_iter: Optional[int] = None) -> Weighting:
-  """UPGrad as a stateless :class:`~pub_optax.weightings.base.Weighting` named ``"upgrad"``.
+def upgrad(
+  pref: Array | None = None, *, reg_eps: float = 0.0, max_iter: int | None = None
+) -> Weighting:
+  """UPGrad as a stateless :class:`~pub_optax.weightings.Weighting` named ``"upgrad"``.
 
   Args:
     pref, reg_eps, max_iter: see :func:`upgrad_weights`.
@@ -95,7 +96,7 @@ def upgrad(pref: Optional[Array] = None, *, reg_eps: float = 0.0,
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.upgrad import upgrad
+    >>> from pub_optax.weightings import upgrad
     >>> w = upgrad()
     >>> res = w.weigh(jnp.eye(2), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]  # no conflict: the mean
@@ -105,4 +106,6 @@ def upgrad(pref: Optional[Array] = None, *, reg_eps: float = 0.0,
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", arXiv 2406.16232.
   """
 
-  return stateless("upgrad", lambda gram: tuple(upgrad_weights(gram, pref, reg_eps=reg_eps, max_iter=max_iter)))
+  return stateless(
+    "upgrad", lambda gram: tuple(upgrad_weights(gram, pref, reg_eps=reg_eps, max_iter=max_iter))
+  )

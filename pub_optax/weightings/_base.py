@@ -7,7 +7,8 @@ the inner optimizer's per-task *updates* (PUB) by :func:`pub_optax.balance`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,7 @@ class Weighting(NamedTuple):
   """
 
   init: Callable[[int, Any], Any]
-  weigh: Callable[[Array, Any, Optional[Array]], WeightingResult]
+  weigh: Callable[[Array, Any, Array | None], WeightingResult]
   name: str
   needs_gram: bool = True
   needs_losses: bool = False

@@ -23,12 +23,12 @@ iteration budget: no host round-trip, jittable and vmappable.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import solve_dtype
+from pub_optax.weightings._base import solve_dtype
 
 Array = jax.Array
 
@@ -72,11 +72,11 @@ def kkt_residual(q: Array, c: Array, x: Array) -> Array:
 
 
 def nonneg_qp(
-    q: Array,
-    c: Array,
-    *,
-    max_iter: Optional[int] = None,
-    tol: Optional[float] = None,
+  q: Array,
+  c: Array,
+  *,
+  max_iter: int | None = None,
+  tol: float | None = None,
 ) -> QPResult:
   r"""Solves ``min ½ xᵀQx + cᵀx`` subject to ``x ≥ 0`` by an exact active-set method.
 
@@ -95,7 +95,7 @@ def nonneg_qp(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.qp import nonneg_qp
+    >>> from pub_optax.weightings import nonneg_qp
     >>> q = jnp.array([[2.0, 0.0], [0.0, 1.0]])
     >>> res = nonneg_qp(q, jnp.array([-2.0, 1.0]))  # unconstrained optimum (1, -1)
     >>> [round(float(v), 6) for v in res.x]
@@ -165,7 +165,8 @@ def nonneg_qp(
   zeros = jnp.zeros((k,), dtype)
   no = jnp.zeros((k,), bool)
   x, free, _, iterations, _ = jax.lax.while_loop(
-      keep_going, step, (zeros, no, no, jnp.zeros((), jnp.int32), jnp.array(False)))
+    keep_going, step, (zeros, no, no, jnp.zeros((), jnp.int32), jnp.array(False))
+  )
   x = jnp.maximum(x, 0.0)
   residual = kkt_residual(qn, cn, x)
   ok = alpha_ok & beta_ok

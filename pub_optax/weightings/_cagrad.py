@@ -13,7 +13,7 @@ by ``1 + c²`` (``rescale=True``). On the Gram matrix the task weights are
 Exact solve without an SQP solver: the KKT conditions of F say that ``w*``
 minimises ``g_wᵀg0 + (λ/2)‖g_w‖²`` over the simplex, which is MGDA on the shifted
 vectors ``g_k + g0/λ`` (Gram ``G + (b1ᵀ + 1bᵀ)/λ + ‖g0‖²11ᵀ/λ²``, ``b = G1/K``),
-solved exactly by :func:`~pub_optax.weightings.mgda.mgda_weights`; and λ is the
+solved exactly by :func:`~pub_optax.weightings.mgda_weights`; and λ is the
 root of ``q(λ²) = λ²‖g_{w(λ)}‖² = r²``. ``q`` is increasing and piecewise affine
 in ``t = λ²`` (affine while the support of ``w`` does not change), so a bracketed
 root search (geometric bisection while the bracket is wide, then Illinois
@@ -28,13 +28,19 @@ average gradient. The residual then reports 1 in the no-root case.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, unit_gram
-from pub_optax.weightings.mgda import mgda_weights
+from pub_optax.weightings._base import (
+  Weighting,
+  WeightingResult,
+  check_gram,
+  solve_dtype,
+  unit_gram,
+)
+from pub_optax.weightings._mgda import mgda_weights
 
 Array = jax.Array
 
@@ -69,12 +75,12 @@ def cagrad_objective(gram: Array, w: Array, c: float) -> Array:
 
 
 def cagrad_weights(
-    gram: Array,
-    c: float = 0.4,
-    *,
-    rescale: bool = True,
-    max_iter: int = 64,
-    qp_max_iter: Optional[int] = None,
+  gram: Array,
+  c: float = 0.4,
+  *,
+  rescale: bool = True,
+  max_iter: int = 64,
+  qp_max_iter: int | None = None,
 ) -> CAGradResult:
   r"""CAGrad task weights ``α = (1/K + λ w*)/(1 + c²)`` from the Gram matrix.
 
@@ -91,7 +97,7 @@ def cagrad_weights(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.cagrad import cagrad_weights
+    >>> from pub_optax.weightings import cagrad_weights
     >>> gram = jnp.array([[1.0, 0.0], [0.0, 1.0]])  # orthogonal unit vectors
     >>> res = cagrad_weights(gram, c=0.4, rescale=False)
     >>> [round(float(a), 4) for a in res.weights]  # symmetric: d = (1 + c) g0
@@ -138,17 +144,18 @@ def cagrad_weights(
     low = f <= 0.0
     # Illinois: halve the value of an end that is kept twice in a row.
     search = (
-        jnp.where(low, t, t_lo),
-        jnp.where(low, f, jnp.where(last == -1, 0.5 * f_lo, f_lo)),
-        jnp.where(low, t_hi, t),
-        jnp.where(low, jnp.where(last == 1, 0.5 * f_hi, f_hi), f),
-        jnp.where(low, 1, -1).astype(jnp.int32),
+      jnp.where(low, t, t_lo),
+      jnp.where(low, f, jnp.where(last == -1, 0.5 * f_lo, f_lo)),
+      jnp.where(low, t_hi, t),
+      jnp.where(low, jnp.where(last == 1, 0.5 * f_hi, f_hi), f),
+      jnp.where(low, 1, -1).astype(jnp.int32),
     )
     done = (jnp.abs(f) <= 8.0 * eps * r2) | (search[2] - search[0] <= 4.0 * eps * search[2])
     first = (t_lo, f_lo, jnp.where(live, r2 / jnp.maximum(gw2, eps), 1.0), f_hi, last)
     second = (t_lo, f_lo, t_hi, f, last)
-    state = jax.tree.map(lambda a, b_, c_: jnp.where(it == 0, a, jnp.where(it == 1, b_, c_)),
-                         first, second, search)
+    state = jax.tree.map(
+      lambda a, b_, c_: jnp.where(it == 0, a, jnp.where(it == 1, b_, c_)), first, second, search
+    )
     has_root = jnp.where(it == 1, live & ((r2 / t_hi > eps) | (f >= 0.0)), has_root)
     done = jnp.where(it == 0, ~live, jnp.where(it == 1, ~has_root, done))
     return (it + 1,) + state + (t, w, has_root, done)
@@ -157,9 +164,18 @@ def cagrad_weights(
     return (carry[0] < max_iter + 2) & ~carry[9]
 
   zero = jnp.zeros((), dtype)
-  init = (jnp.zeros((), jnp.int32), zero, -r2, jnp.ones((), dtype), zero,
-          jnp.zeros((), jnp.int32), jnp.ones((), dtype), jnp.full((k,), 1.0 / k, dtype),
-          jnp.array(False), jnp.array(False))
+  init = (
+    jnp.zeros((), jnp.int32),
+    zero,
+    -r2,
+    jnp.ones((), dtype),
+    zero,
+    jnp.zeros((), jnp.int32),
+    jnp.ones((), dtype),
+    jnp.full((k,), 1.0 / k, dtype),
+    jnp.array(False),
+    jnp.array(False),
+  )
   it, _, _, _, _, _, t, w, has_root, _ = jax.lax.while_loop(keep_going, step, init)
 
   q = t * jnp.maximum(w @ gn @ w, 0.0)
@@ -167,21 +183,23 @@ def cagrad_weights(
   alpha = 1.0 / k + lam * w
   if rescale:
     alpha = alpha / (1.0 + c * c)
-  residual = jnp.where(has_root, jnp.abs(q - r2) / jnp.where(has_root, r2, 1.0),
-                       jnp.where(live, 1.0, 0.0))
+  residual = jnp.where(
+    has_root, jnp.abs(q - r2) / jnp.where(has_root, r2, 1.0), jnp.where(live, 1.0, 0.0)
+  )
   return CAGradResult(alpha, w, lam, residual.astype(dtype), jnp.maximum(it - 2, 0))
 
 
-def cagrad(c: float = 0.4, *, rescale: bool = True, max_iter: int = 64,
-           qp_max_iter: Optional[int] = None) -> Weighting:
-  """CAGrad as a stateless :class:`~pub_optax.weightings.base.Weighting` named ``"cagrad"``.
+def cagrad(
+  c: float = 0.4, *, rescale: bool = True, max_iter: int = 64, qp_max_iter: int | None = None
+) -> Weighting:
+  """CAGrad as a stateless :class:`~pub_optax.weightings.Weighting` named ``"cagrad"``.
 
   Args:
     c, rescale, max_iter, qp_max_iter: see :func:`cagrad_weights`.
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.cagrad import cagrad
+    >>> from pub_optax.weightings import cagrad
     >>> w = cagrad(c=0.4)
     >>> res = w.weigh(jnp.eye(2), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]  # 0.7 / (1 + 0.16)

@@ -21,7 +21,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, WeightingResult, check_gram, solve_dtype, symmetric_gram
+from pub_optax.weightings._base import (
+  Weighting,
+  WeightingResult,
+  check_gram,
+  solve_dtype,
+  symmetric_gram,
+)
 
 Array = jax.Array
 
@@ -31,7 +37,7 @@ def random_orders(key: Array, num_tasks: int) -> Array:
 
   Example:
     >>> import jax
-    >>> from pub_optax.weightings.pcgrad import random_orders
+    >>> from pub_optax.weightings import random_orders
     >>> orders = random_orders(jax.random.PRNGKey(0), 3)
     >>> orders.shape, sorted(orders[0].tolist())
     ((3, 3), [0, 1, 2])
@@ -53,7 +59,7 @@ def pcgrad_weights(gram: Array, orders: Array) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.pcgrad import pcgrad_weights
+    >>> from pub_optax.weightings import pcgrad_weights
     >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])
     >>> orders = jnp.array([[0, 1], [1, 0]])
     >>> [round(float(w), 4) for w in pcgrad_weights(gram, orders)]
@@ -85,7 +91,7 @@ def pcgrad_weights(gram: Array, orders: Array) -> Array:
 
 
 def pcgrad(seed: int = 0) -> Weighting:
-  """PCGrad as a :class:`~pub_optax.weightings.base.Weighting` named ``"pcgrad"``.
+  """PCGrad as a :class:`~pub_optax.weightings.Weighting` named ``"pcgrad"``.
 
   Args:
     seed: seed of the PRNG key in the state; each call splits it, draws K
@@ -96,7 +102,7 @@ def pcgrad(seed: int = 0) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.pcgrad import pcgrad
+    >>> from pub_optax.weightings import pcgrad
     >>> w = pcgrad()
     >>> res = w.weigh(jnp.array([[1.0, -0.5], [-0.5, 1.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]

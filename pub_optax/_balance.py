@@ -29,18 +29,19 @@ Step of ``level="update"`` (Yuan, Cai & Dong, arXiv 2410.05806):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from pub_optax.sparse import TableRows, is_row_sparse
-from pub_optax.weightings.base import Weighting
+from pub_optax._sparse import TableRows, is_row_sparse
+from pub_optax.weightings._base import Weighting
 
 Array = jax.Array
-SharedSpec = Union[None, Any, Callable[[Any], Any]]
+SharedSpec = Any | Callable[[Any], Any] | None
 
 LEVELS = ("gradient", "update")
 SCALINGS = ("raw", "rms", "convex")
@@ -75,7 +76,12 @@ def _tree_dtype(tree) -> Any:
 
 
 def _is_static_bool(x) -> bool:
-  return isinstance(x, bool) or (hasattr(x, "dtype") and not isinstance(x, jax.Array) and x.dtype == bool and getattr(x, "shape", ()) == ())
+  return isinstance(x, bool) or (
+    hasattr(x, "dtype")
+    and not isinstance(x, jax.Array)
+    and x.dtype == bool
+    and getattr(x, "shape", ()) == ()
+  )
 
 
 def resolve_shared(shared: SharedSpec, reference) -> Any:
@@ -97,14 +103,18 @@ def resolve_shared(shared: SharedSpec, reference) -> Any:
   got = jax.tree.structure(mask)
   if want != got:
     raise ValueError(
-        "the `shared` mask does not match the params: it must have the params' tree "
-        f"structure with one bool per leaf.\n  params: {want}\n  shared: {got}"
+      "the `shared` mask does not match the params: it must have the params' tree "
+      f"structure with one bool per leaf.\n  params: {want}\n  shared: {got}"
     )
-  bad = [jax.tree_util.keystr(p) for p, m in jax.tree_util.tree_leaves_with_path(mask) if not _is_static_bool(m)]
+  bad = [
+    jax.tree_util.keystr(p)
+    for p, m in jax.tree_util.tree_leaves_with_path(mask)
+    if not _is_static_bool(m)
+  ]
   if bad:
     raise ValueError(
-        "the `shared` mask must hold static Python bools (it decides the program's "
-        f"structure); non-bool leaves at {bad[:5]}"
+      "the `shared` mask must hold static Python bools (it decides the program's "
+      f"structure); non-bool leaves at {bad[:5]}"
     )
   return jax.tree.map(bool, mask)
 
@@ -119,35 +129,38 @@ def _check_task_axis(task_grads, num_tasks: int, params) -> None:
     if is_row_sparse(leaf):
       if leaf.rows.ndim != 1 or leaf.values.ndim < 2 or leaf.values.shape[1] != leaf.rows.shape[0]:
         raise ValueError(
-            f"row-sparse task gradients at {where} need rows of shape (n,) and values of shape "
-            f"(K, n, ...); got rows {leaf.rows.shape} and values {leaf.values.shape}")
+          f"row-sparse task gradients at {where} need rows of shape (n,) and values of shape "
+          f"(K, n, ...); got rows {leaf.rows.shape} and values {leaf.values.shape}"
+        )
       if not jnp.issubdtype(leaf.rows.dtype, jnp.integer):
-        raise ValueError(f"row-sparse task gradients at {where} have rows of dtype {leaf.rows.dtype}, not integers")
+        raise ValueError(
+          f"row-sparse task gradients at {where} have rows of dtype {leaf.rows.dtype}, not integers"
+        )
     if len(leaf.shape) == 0:
       raise ValueError(
-          f"task gradients at {where} are a scalar: every leaf needs a leading task "
-          f"axis of size K = {num_tasks}, shape (K, *param_shape)"
+        f"task gradients at {where} are a scalar: every leaf needs a leading task "
+        f"axis of size K = {num_tasks}, shape (K, *param_shape)"
       )
     if leaf.shape[0] != num_tasks:
       sizes = sorted({l.shape[0] for _, l in paths_leaves if len(l.shape) > 0})
       raise ValueError(
-          f"task gradients at {where} have leading axis {leaf.shape[0]}, but the "
-          f"state was initialised for K = {num_tasks} tasks (leading axes seen: {sizes}); "
-          "pass gradients stacked as (K, *param_shape), e.g. from value_and_task_grads"
+        f"task gradients at {where} have leading axis {leaf.shape[0]}, but the "
+        f"state was initialised for K = {num_tasks} tasks (leading axes seen: {sizes}); "
+        "pass gradients stacked as (K, *param_shape), e.g. from value_and_task_grads"
       )
   if params is not None:
     structure = jax.tree.structure(task_grads, is_leaf=is_row_sparse)
     if jax.tree.structure(params) != structure:
       raise ValueError(
-          "task gradients and params have different tree structures:\n"
-          f"  params: {jax.tree.structure(params)}\n  grads:  {structure}"
+        "task gradients and params have different tree structures:\n"
+        f"  params: {jax.tree.structure(params)}\n  grads:  {structure}"
       )
     for (path, g), p in zip(paths_leaves, jax.tree.leaves(params)):
       if tuple(g.shape) != (num_tasks,) + tuple(jnp.shape(p)):
         raise ValueError(
-            f"task gradients at {jax.tree_util.keystr(path)} have shape {tuple(g.shape)}; "
-            f"expected (K, *param_shape) = {(num_tasks,) + tuple(jnp.shape(p))} "
-            "(missing task axis?)"
+          f"task gradients at {jax.tree_util.keystr(path)} have shape {tuple(g.shape)}; "
+          f"expected (K, *param_shape) = {(num_tasks,) + tuple(jnp.shape(p))} "
+          "(missing task axis?)"
         )
 
 
@@ -190,7 +203,11 @@ def gram_matrix(vectors, mask) -> Array:
   Returns:
     ``(K, K)`` Gram matrix (float32, or float64 for float64 inputs).
   """
-  grams = [leaf_gram(v.reshape(v.shape[0], -1)) for v, m in zip(jax.tree.leaves(vectors), jax.tree.leaves(mask)) if m]
+  grams = [
+    leaf_gram(v.reshape(v.shape[0], -1))
+    for v, m in zip(jax.tree.leaves(vectors), jax.tree.leaves(mask))
+    if m
+  ]
   if not grams:
     raise ValueError("the `shared` mask selects no leaf: nothing to balance")
   return sum(grams[1:], grams[0])
@@ -223,18 +240,18 @@ def scale_weights(weights: Array, scaling: str, num_shared: int) -> Array:
 
 
 def balance(
-    inner: optax.GradientTransformation,
-    weighting: Weighting,
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    num_tasks: int,
-    level: str = "update",
-    shared: SharedSpec = None,
-    refresh_every: int = 1,
-    scaling: str = "raw",
-    per_task_state: bool = False,
-    weight_decay: chex.Numeric = 0.0,
-    weight_decay_mask: SharedSpec = None,
+  inner: optax.GradientTransformation,
+  weighting: Weighting,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  num_tasks: int,
+  level: str = "update",
+  shared: SharedSpec = None,
+  refresh_every: int = 1,
+  scaling: str = "raw",
+  per_task_state: bool = False,
+  weight_decay: chex.Numeric = 0.0,
+  weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Balances K tasks with ``weighting`` at gradient or update level.
 
@@ -291,7 +308,9 @@ def balance(
   if scaling not in SCALINGS:
     raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
   if per_task_state and level != "update":
-    raise ValueError("per_task_state=True needs level='update' (per-task inner states produce per-task updates)")
+    raise ValueError(
+      "per_task_state=True needs level='update' (per-task inner states produce per-task updates)"
+    )
   if not isinstance(num_tasks, jax.core.Tracer) and int(num_tasks) < 1:
     raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
   if not isinstance(refresh_every, jax.core.Tracer) and int(refresh_every) < 1:
@@ -305,25 +324,36 @@ def balance(
     if per_task_state:
       inner_state = jax.tree.map(lambda s: jnp.repeat(jnp.asarray(s)[None], k, axis=0), inner_state)
     return BalanceState(
-        count=jnp.zeros((), jnp.int32),
-        inner=inner_state,
-        weights=jnp.ones((k,), wdtype),
-        weighting=weighting.init(k, wdtype),
-        residual=jnp.zeros((), wdtype),
+      count=jnp.zeros((), jnp.int32),
+      inner=inner_state,
+      weights=jnp.ones((k,), wdtype),
+      weighting=weighting.init(k, wdtype),
+      residual=jnp.zeros((), wdtype),
     )
 
   def update_fn(task_grads, state, params=None, *, task_losses=None, **extra):
     k = state.weights.shape[0]
     _check_task_axis(task_grads, k, params)
-    reference = params if params is not None else jax.tree.map(
-        lambda g: jax.ShapeDtypeStruct(g.shape[1:], g.dtype), task_grads, is_leaf=is_row_sparse)
+    reference = (
+      params
+      if params is not None
+      else jax.tree.map(
+        lambda g: jax.ShapeDtypeStruct(g.shape[1:], g.dtype), task_grads, is_leaf=is_row_sparse
+      )
+    )
     mask = resolve_shared(shared, reference)
     if weighting.needs_losses:
       if task_losses is None:
-        raise ValueError(f"the {weighting.name!r} weighting needs the task losses: call update(..., task_losses=losses)")
+        raise ValueError(
+          f"the {weighting.name!r} weighting needs the task losses: call update(..., task_losses=losses)"
+        )
     if task_losses is not None and jnp.shape(task_losses) != (k,):
       raise ValueError(f"task_losses must have shape (K,) = ({k},), got {jnp.shape(task_losses)}")
-    num_shared = sum(math.prod(jnp.shape(r)) for r, m in zip(jax.tree.leaves(reference), jax.tree.leaves(mask)) if m)
+    num_shared = sum(
+      math.prod(jnp.shape(r))
+      for r, m in zip(jax.tree.leaves(reference), jax.tree.leaves(mask))
+      if m
+    )
 
     # Row-sparse table gradients (pub_optax.sparse): the step below runs on the batch rows
     # only; the rows outside move by one zero-gradient inner step, the same for every task.
@@ -332,8 +362,10 @@ def balance(
       grads, inner_state, inner_params = task_grads, state.inner, params
     else:
       if per_task_state:
-        raise ValueError("per_task_state=True does not take row-sparse task gradients (it keeps K dense "
-                         "inner states); pass dense gradients")
+        raise ValueError(
+          "per_task_state=True does not take row-sparse task gradients (it keeps K dense "
+          "inner states); pass dense gradients"
+        )
       grads = tables.compact_grads
       inner_params = None if params is None else tables.gather(params)
       inner_state = tables.gather_state(inner, state.inner)
@@ -344,7 +376,7 @@ def balance(
     if level == "update":
       state_axis = 0 if per_task_state else None
       vectors, task_states = jax.vmap(
-          lambda g, s: inner.update(g, s, inner_params, **extra), in_axes=(0, state_axis)
+        lambda g, s: inner.update(g, s, inner_params, **extra), in_axes=(0, state_axis)
       )(grads, inner_state)
     else:
       vectors = grads
@@ -361,30 +393,40 @@ def balance(
         gram = jnp.zeros((k, k), state.weights.dtype)
       res = weighting.weigh(gram, state.weighting, task_losses)
       raw = jnp.asarray(res.weights, state.weights.dtype)
-      return (scale_weights(raw, scaling, num_shared), res.state,
-              jnp.asarray(res.residual, state.residual.dtype))
+      return (
+        scale_weights(raw, scaling, num_shared),
+        res.state,
+        jnp.asarray(res.residual, state.residual.dtype),
+      )
 
     if isinstance(refresh_every, int) and refresh_every == 1:
       weights, weighting_state, residual = solve()
     else:
       weights, weighting_state, residual = jax.lax.cond(
-          state.count % refresh_every == 0, solve,
-          lambda: (state.weights, state.weighting, state.residual))
+        state.count % refresh_every == 0,
+        solve,
+        lambda: (state.weights, state.weighting, state.residual),
+      )
 
     # 5. Combine: weighted sum on shared leaves, plain task sum elsewhere. Loss-level
     # weightings define the loss Σ w_k L_k, so their weights reach every leaf.
     weigh_all = not weighting.needs_gram
 
     def combine(stacked):
-      return jax.tree.map(lambda x, m: weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, axis=0),
-                          stacked, mask)
+      return jax.tree.map(
+        lambda x, m: weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, axis=0),
+        stacked,
+        mask,
+      )
 
     if per_task_state:
       direction, inner_state = combine(vectors), task_states
     else:
       committed, inner_state = inner.update(combine(grads), inner_state, inner_params, **extra)
       if level == "update":
-        direction = jax.tree.map(lambda v, c, m: weighted_sum(weights, v) if m else c, vectors, committed, mask)
+        direction = jax.tree.map(
+          lambda v, c, m: weighted_sum(weights, v) if m else c, vectors, committed, mask
+        )
       else:
         direction = committed
     if tables is not None:
@@ -405,11 +447,11 @@ def balance(
     out_dtypes = reference
     updates = jax.tree.map(lambda d, r: (-lr * d).astype(r.dtype), direction, out_dtypes)
     new_state = BalanceState(
-        count=optax.safe_increment(state.count),
-        inner=inner_state,
-        weights=weights,
-        weighting=weighting_state,
-        residual=residual,
+      count=optax.safe_increment(state.count),
+      inner=inner_state,
+      weights=weights,
+      weighting=weighting_state,
+      residual=residual,
     )
     return updates, new_state
 

@@ -7,14 +7,15 @@ that works with every pub_optax transformation and reports what a user logs.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from pub_optax.balance import BalanceState
-from pub_optax.grads import value_and_task_grads
+from pub_optax._balance import BalanceState
+from pub_optax._grads import value_and_task_grads
 
 
 class StepOutput(NamedTuple):
@@ -37,11 +38,17 @@ class StepOutput(NamedTuple):
   shared_update_rms: jax.Array
 
 
-def find_balance_state(opt_state) -> Optional[BalanceState]:
+def find_balance_state(opt_state) -> BalanceState | None:
   """The :class:`~pub_optax.BalanceState` inside a (possibly wrapped) optimizer state, if any."""
   if isinstance(opt_state, BalanceState):
     return opt_state
-  children = opt_state.values() if isinstance(opt_state, dict) else opt_state if isinstance(opt_state, (tuple, list)) else ()
+  children = (
+    opt_state.values()
+    if isinstance(opt_state, dict)
+    else opt_state
+    if isinstance(opt_state, (tuple, list))
+    else ()
+  )
   for child in children:
     found = find_balance_state(child)
     if found is not None:
@@ -58,8 +65,12 @@ def shared_update_rms(updates, mask) -> jax.Array:
   return jnp.sqrt(total / sum(u.size for u in shared))
 
 
-def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Callable,
-                    lookups: Optional[Callable] = None) -> Callable:
+def make_train_step(
+  tx: optax.GradientTransformation,
+  shared_mask,
+  losses_fn: Callable,
+  lookups: Callable | None = None,
+) -> Callable:
   """A pure train step ``(params, rest, opt_state, batch) -> StepOutput`` for ``jax.jit``.
 
   One forward pass and one vmapped VJP give the per-task gradients; the task
@@ -80,7 +91,7 @@ def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Ca
 
   Example:
     >>> import jax.numpy as jnp, pub_optax
-    >>> from pub_optax.training import make_train_step
+    >>> from pub_optax import make_train_step
     >>> def losses_fn(p, rest, batch):
     ...   return jnp.stack([jnp.sum((p - batch) ** 2), jnp.sum(p ** 2)]), rest
     >>> tx = pub_optax.pub_adam(0.1, num_tasks=2)
@@ -91,15 +102,20 @@ def make_train_step(tx: optax.GradientTransformation, shared_mask, losses_fn: Ca
   """
 
   def step(params, rest, opt_state, batch) -> StepOutput:
-    diff_params, diff_batch, to_task_grads = (params, batch, None) if lookups is None else lookups(params, batch)
+    diff_params, diff_batch, to_task_grads = (
+      (params, batch, None) if lookups is None else lookups(params, batch)
+    )
     (losses, new_rest), grads = value_and_task_grads(
-        lambda p, r: losses_fn(p, r, diff_batch), has_aux=True)(diff_params, rest)
+      lambda p, r: losses_fn(p, r, diff_batch), has_aux=True
+    )(diff_params, rest)
     if to_task_grads is not None:
       grads = to_task_grads(grads)
     updates, opt_state = tx.update(grads, opt_state, params, task_losses=losses)
     params = optax.apply_updates(params, updates)
     balance = find_balance_state(opt_state)
     weights = balance.weights if balance is not None else jnp.full(losses.shape, jnp.nan)
-    return StepOutput(params, new_rest, opt_state, losses, weights, shared_update_rms(updates, shared_mask))
+    return StepOutput(
+      params, new_rest, opt_state, losses, weights, shared_update_rms(updates, shared_mask)
+    )
 
   return step

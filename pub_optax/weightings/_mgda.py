@@ -17,20 +17,20 @@ solved exactly through a classic homogenisation: for the lifted vectors
   v* = argmin_{v ≥ 0}  ‖Σ v_k g_k‖² + (Σ v_k − 1)²   gives   w* = v* / Σ v*,
 
 a non-negative least-squares problem on ``Q = G + 11ᵀ`` (G normalised by its
-largest diagonal entry) that :func:`~pub_optax.weightings.qp.nonneg_qp` solves by
+largest diagonal entry) that :func:`~pub_optax.weightings.nonneg_qp` solves by
 an active-set method to machine precision, for any K and any rank of G. A zero
 Gram matrix gives the uniform weights ``1/K``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, check_gram, stateless, solve_dtype, unit_gram
-from pub_optax.weightings.qp import nonneg_qp
+from pub_optax.weightings._base import Weighting, check_gram, solve_dtype, stateless, unit_gram
+from pub_optax.weightings._qp import nonneg_qp
 
 Array = jax.Array
 
@@ -61,12 +61,12 @@ def simplex_kkt_residual(gram: Array, weights: Array) -> Array:
   return jnp.maximum(jnp.maximum(below, on_support), outside)
 
 
-def mgda_weights(gram: Array, *, max_iter: Optional[int] = None) -> MGDAResult:
+def mgda_weights(gram: Array, *, max_iter: int | None = None) -> MGDAResult:
   r"""Weights of the min-norm convex combination of the task vectors (MGDA).
 
   Args:
     gram: ``(K, K)`` Gram matrix ``G = J Jᵀ`` of the task vectors, any scale.
-    max_iter: active-set budget, see :func:`~pub_optax.weightings.qp.nonneg_qp`.
+    max_iter: active-set budget, see :func:`~pub_optax.weightings.nonneg_qp`.
 
   Returns:
     An :class:`MGDAResult`. The weights are invariant to scaling ``G``. When the
@@ -75,7 +75,7 @@ def mgda_weights(gram: Array, *, max_iter: Optional[int] = None) -> MGDAResult:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.mgda import mgda_weights
+    >>> from pub_optax.weightings import mgda_weights
     >>> gram = jnp.array([[4.0, 0.0], [0.0, 1.0]])  # orthogonal, norms 2 and 1
     >>> [round(float(w), 4) for w in mgda_weights(gram).weights]
     [0.2, 0.8]
@@ -98,8 +98,8 @@ def mgda_weights(gram: Array, *, max_iter: Optional[int] = None) -> MGDAResult:
   return MGDAResult(weights, simplex_kkt_residual(gn, weights), res.iterations)
 
 
-def mgda(max_iter: Optional[int] = None) -> Weighting:
-  """MGDA as a :class:`~pub_optax.weightings.base.Weighting` (stateless).
+def mgda(max_iter: int | None = None) -> Weighting:
+  """MGDA as a :class:`~pub_optax.weightings.Weighting` (stateless).
 
   Args:
     max_iter: active-set budget per solve (``None``: ``8K + 16``).
@@ -109,7 +109,7 @@ def mgda(max_iter: Optional[int] = None) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.mgda import mgda
+    >>> from pub_optax.weightings import mgda
     >>> w = mgda()
     >>> res = w.weigh(jnp.array([[1.0, -1.0], [-1.0, 1.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]  # opposite tasks: Pareto-stationary

@@ -26,7 +26,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, check_gram, solve_dtype, stateless, symmetric_gram, unit_gram
+from pub_optax.weightings._base import (
+  Weighting,
+  check_gram,
+  solve_dtype,
+  stateless,
+  symmetric_gram,
+  unit_gram,
+)
 
 Array = jax.Array
 
@@ -55,7 +62,7 @@ def imtl_g_weights(gram: Array) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.imtl import imtl_g_weights
+    >>> from pub_optax.weightings import imtl_g_weights
     >>> gram = jnp.array([[4.0, 0.0], [0.0, 1.0]])  # orthogonal, norms 2 and 1
     >>> [round(float(w), 4) for w in imtl_g_weights(gram)]  # d = (2/3)(u1 + u2)
     [0.3333, 0.6667]
@@ -91,13 +98,13 @@ def imtl_g_weights(gram: Array) -> Array:
 
 
 def imtl_g() -> Weighting:
-  """IMTL-G as a stateless :class:`~pub_optax.weightings.base.Weighting` named ``"imtl_g"``.
+  """IMTL-G as a stateless :class:`~pub_optax.weightings.Weighting` named ``"imtl_g"``.
 
   Its residual is :func:`imtl_g_residual` (0 up to rounding).
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.imtl import imtl_g
+    >>> from pub_optax.weightings import imtl_g
     >>> w = imtl_g()
     >>> res = w.weigh(jnp.array([[1.0, -2.0], [-2.0, 4.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]  # opposite tasks cancel exactly

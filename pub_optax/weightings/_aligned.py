@@ -15,17 +15,15 @@ Gram matrix gives ``w = p``. Scaling G leaves w unchanged.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings.base import Weighting, check_gram, stateless, solve_dtype, symmetric_gram
+from pub_optax.weightings._base import Weighting, check_gram, solve_dtype, stateless, symmetric_gram
 
 Array = jax.Array
 
 
-def aligned_mtl_weights(gram: Array, pref: Optional[Array] = None) -> Array:
+def aligned_mtl_weights(gram: Array, pref: Array | None = None) -> Array:
   r"""Aligned-MTL weights ``w = sqrt(λ_min) V Λ^{-1/2} Vᵀ p`` on the range of G.
 
   Args:
@@ -38,7 +36,7 @@ def aligned_mtl_weights(gram: Array, pref: Optional[Array] = None) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.aligned import aligned_mtl_weights
+    >>> from pub_optax.weightings import aligned_mtl_weights
     >>> gram = jnp.array([[4.0, 0.0], [0.0, 1.0]])  # orthogonal, norms 2 and 1
     >>> [round(float(w), 4) for w in aligned_mtl_weights(gram)]  # both rescaled to norm 1
     [0.5, 1.0]
@@ -66,15 +64,15 @@ def aligned_mtl_weights(gram: Array, pref: Optional[Array] = None) -> Array:
   return jnp.where(jnp.any(keep), weights, p)
 
 
-def aligned_mtl(pref: Optional[Array] = None) -> Weighting:
-  """Aligned-MTL as a stateless :class:`~pub_optax.weightings.base.Weighting` named ``"aligned_mtl"``.
+def aligned_mtl(pref: Array | None = None) -> Weighting:
+  """Aligned-MTL as a stateless :class:`~pub_optax.weightings.Weighting` named ``"aligned_mtl"``.
 
   Args:
     pref: see :func:`aligned_mtl_weights`.
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings.aligned import aligned_mtl
+    >>> from pub_optax.weightings import aligned_mtl
     >>> w = aligned_mtl()
     >>> res = w.weigh(jnp.array([[1.0, 0.0], [0.0, 1.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]

@@ -1,0 +1,621 @@
+"""A registry of every multi-task method in pub_optax, built by name with one call.
+
+``make_method(name, learning_rate, num_tasks=K, shared=..., **hyper)`` returns an
+``optax.GradientTransformationExtraArgs`` whose ``update(task_grads, state,
+params, task_losses=None)`` takes per-task gradients stacked as
+``(K, *param_shape)`` and returns one params-shaped update. Every method is one
+of three kinds, all built on :func:`pub_optax.balance`:
+
+* gradient level (``"equal"``, ``"nash_mtl"``, ``"mgda"``, ``"imtl_g"``,
+  ``"upgrad"``, ``"pcgrad"``, ``"cagrad"``, ``"aligned_mtl"``, ``"rlw"``,
+  ``"uncertainty"``, ``"famo"``): weights from the Gram matrix of the gradients
+  (or from the losses), the joint gradient ``Σ w_k g_k`` on shared leaves feeds
+  Adam (``optax.scale_by_adam``), weights as the method defines them
+  (``scaling="raw"``);
+* update level (``"pub"`` (default scaling), ``"pub_rms"``, ``"pub_raw"``,
+  ``"pub_convex"``, ``"pub_adatask"``, ``"pub_clippy"``, ``"adatask"``): weights on
+  the inner optimizer's per-task updates; ``"pub_fixed"`` is a control (weights stuck at 1, as the public PUB
+  code effectively runs);
+* ``"clippy_adam"``: Clippy-Adam on the summed gradient.
+
+Common hyper-parameters: ``b1``, ``b2``, ``eps`` (Adam), ``weight_decay``
+(decoupled, applied once per step), ``weight_decay_mask``, and ``refresh_every``
+for methods that solve for weights. Method-specific ones are listed in
+:data:`METHODS`. A hyper-parameter a method does not take raises ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import optax
+
+from pub_optax._balance import SharedSpec, balance
+from pub_optax._losses import famo, uncertainty
+from pub_optax._manipulation import adatask, scale_by_clippy_adam
+from pub_optax._pub import pub
+from pub_optax.weightings._aligned import aligned_mtl
+from pub_optax.weightings._base import Weighting
+from pub_optax.weightings._cagrad import cagrad
+from pub_optax.weightings._imtl import imtl_g
+from pub_optax.weightings._mgda import mgda
+from pub_optax.weightings._nash import nash
+from pub_optax.weightings._pcgrad import pcgrad
+from pub_optax.weightings._simple import equal, ones, rlw
+from pub_optax.weightings._upgrad import upgrad
+
+
+class MethodInfo(NamedTuple):
+  """One entry of :data:`METHODS`.
+
+  Attributes:
+    description: one line on what the method does.
+    reference: the paper it comes from.
+    needs_losses: True when ``update`` must receive ``task_losses=``.
+    level: ``"gradient"``, ``"update"`` or ``"loss"`` (weights from the losses,
+      applied to the gradients).
+    hyper: the method's own hyper-parameters with their defaults.
+    row_sparse: whether the method takes :class:`~pub_optax.RowSparse` table
+      gradients and gives the dense result (its inner optimizer is coordinate-wise
+      and keeps one state). False for the AdaTask methods (K inner states, refused)
+      and the Clippy methods (per-tensor clipping: not exact on table rows).
+  """
+
+  description: str
+  reference: str
+  needs_losses: bool
+  level: str
+  hyper: dict
+  row_sparse: bool = True
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _adam_balance(
+  weighting: Weighting,
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1,
+  b2,
+  eps,
+  weight_decay,
+  weight_decay_mask,
+  refresh_every=1,
+  inner=None,
+):
+  return balance(
+    optax.scale_by_adam(b1, b2, eps) if inner is None else inner,
+    weighting,
+    learning_rate,
+    num_tasks=num_tasks,
+    level="gradient",
+    shared=shared,
+    refresh_every=refresh_every,
+    scaling="raw",
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _gram_method(factory: Callable[..., Weighting]):
+  """A gradient-level builder whose extra keyword arguments go to ``factory``."""
+
+  def build(
+    learning_rate,
+    num_tasks,
+    shared,
+    *,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    weight_decay_mask=None,
+    refresh_every=1,
+    **specific,
+  ):
+    return _adam_balance(
+      factory(**specific),
+      learning_rate,
+      num_tasks,
+      shared,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      weight_decay=weight_decay,
+      weight_decay_mask=weight_decay_mask,
+      refresh_every=refresh_every,
+    )
+
+  build.factory = factory
+  return build
+
+
+def _build_equal(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+):
+  return _adam_balance(
+    equal(),
+    learning_rate,
+    num_tasks,
+    shared,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _build_rlw(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+  seed=0,
+):
+  return _adam_balance(
+    rlw(seed),
+    learning_rate,
+    num_tasks,
+    shared,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _build_uncertainty(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+  weight_learning_rate=None,
+  init_log_var=0.0,
+):
+  lr = learning_rate if weight_learning_rate is None else weight_learning_rate
+  return _adam_balance(
+    uncertainty(lr, init=init_log_var, b1=b1, b2=b2, eps=eps),
+    learning_rate,
+    num_tasks,
+    shared,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _build_famo(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+  weight_learning_rate=0.025,
+  gamma=0.01,
+  min_losses=0.0,
+):
+  return _adam_balance(
+    famo(weight_learning_rate, gamma=gamma, min_losses=min_losses),
+    learning_rate,
+    num_tasks,
+    shared,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _pub_builder(scaling: str | None, per_task_state: bool = False):
+  def build(
+    learning_rate,
+    num_tasks,
+    shared,
+    *,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    weight_decay_mask=None,
+    refresh_every=1,
+  ):
+    return pub(
+      optax.scale_by_adam(b1, b2, eps),
+      learning_rate,
+      num_tasks=num_tasks,
+      shared=shared,
+      refresh_every=refresh_every,
+      scaling=scaling,
+      per_task_state=per_task_state,
+      weight_decay=weight_decay,
+      weight_decay_mask=weight_decay_mask,
+    )
+
+  return build
+
+
+def _build_pub_clippy(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+  refresh_every=1,
+  lambda_rel=0.5,
+  lambda_abs=1e-2,
+):
+  direction = scale_by_clippy_adam(learning_rate, b1, b2, eps, lambda_rel, lambda_abs)
+  return pub(
+    direction,
+    learning_rate,
+    num_tasks=num_tasks,
+    shared=shared,
+    refresh_every=refresh_every,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _build_pub_fixed(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+):
+  # Control: the public PUB code's effective behaviour (its solver fails silently, so the
+  # weights stay 1): shared leaves move by -lr * sum_k d_k, the K Adam look-ahead updates.
+  return balance(
+    optax.scale_by_adam(b1, b2, eps),
+    ones(),
+    learning_rate,
+    num_tasks=num_tasks,
+    level="update",
+    shared=shared,
+    scaling="raw",
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _build_adatask(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+):
+  return adatask(
+    learning_rate,
+    b1,
+    b2,
+    eps,
+    weight_decay,
+    num_tasks=num_tasks,
+    shared=shared,
+    weight_decay_mask=weight_decay_mask,
+  )
+
+
+def _build_clippy_adam(
+  learning_rate,
+  num_tasks,
+  shared,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,
+  weight_decay_mask=None,
+  lambda_rel=0.5,
+  lambda_abs=1e-2,
+):
+  inner = scale_by_clippy_adam(learning_rate, b1, b2, eps, lambda_rel, lambda_abs)
+  return _adam_balance(
+    ones(),
+    learning_rate,
+    num_tasks,
+    shared,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask,
+    inner=inner,
+  )
+
+
+_NAV = "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022"
+_PUB = "Yuan, Cai & Dong, A Parameter Update Balancing Algorithm for Multi-task Ranking Models in Recommendation Systems, arXiv 2410.05806"
+_CLIPPY = "Tang et al., Improving Training Stability for Multitask Ranking Models in Recommender Systems, KDD 2023"
+_ADATASK = "Yang et al., AdaTask: A Task-Aware Adaptive Learning Rate Approach to Multi-Task Learning, AAAI 2023"
+
+_REGISTRY: dict[str, tuple[MethodInfo, Callable[..., Any]]] = {}
+
+
+def _register(name, builder, description, reference, level, needs_losses=False, row_sparse=True):
+  hyper = {}
+  for fn in (builder, getattr(builder, "factory", None)):
+    if fn is not None:
+      params = inspect.signature(fn).parameters
+      hyper.update(
+        {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+      )
+  _REGISTRY[name] = (
+    MethodInfo(description, reference, needs_losses, level, hyper, row_sparse),
+    builder,
+  )
+
+
+_register(
+  "equal",
+  _build_equal,
+  "Adam on the mean of the task losses (equal weights 1/K)",
+  "linear scalarisation baseline",
+  "gradient",
+)
+_register(
+  "pub",
+  _pub_builder(None),
+  "PUB: Nash bargaining over per-task Adam updates, weights summing to 1 (default)",
+  _PUB,
+  "update",
+)
+_register(
+  "pub_rms",
+  _pub_builder("rms"),
+  "PUB with the Nash direction rescaled to unit RMS per shared coordinate",
+  _PUB,
+  "update",
+)
+_register(
+  "pub_raw",
+  _pub_builder("raw"),
+  "PUB with the raw Nash weights (the published scaling)",
+  _PUB,
+  "update",
+)
+_register(
+  "pub_convex",
+  _pub_builder("convex"),
+  "PUB with Nash weights normalised to sum to 1",
+  _PUB,
+  "update",
+)
+_register(
+  "pub_adatask",
+  _pub_builder(None, per_task_state=True),
+  "PUB over AdaTask's per-task Adam updates (one Adam state per task)",
+  f"{_PUB}; {_ADATASK}",
+  "update",
+  row_sparse=False,
+)
+_register(
+  "pub_clippy",
+  _build_pub_clippy,
+  "PUB over per-task Clippy-Adam updates",
+  f"{_PUB}; {_CLIPPY}",
+  "update",
+  row_sparse=False,
+)
+_register(
+  "pub_fixed",
+  _build_pub_fixed,
+  "control: PUB with the task weights stuck at 1, as the public code runs",
+  _PUB,
+  "update",
+)
+_register(
+  "nash_mtl",
+  _gram_method(lambda: nash()),
+  "Nash-MTL: Nash bargaining weights α_k(Gα)_k = 1 on the task gradients",
+  _NAV,
+  "gradient",
+)
+_register(
+  "mgda",
+  _gram_method(lambda: mgda()),
+  "MGDA: min-norm convex combination of the task gradients",
+  "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018",
+  "gradient",
+)
+_register(
+  "imtl_g",
+  _gram_method(lambda: imtl_g()),
+  "IMTL-G: equal projections of the joint gradient onto every task gradient",
+  "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021",
+  "gradient",
+)
+_register(
+  "upgrad",
+  _gram_method(lambda: upgrad()),
+  "UPGrad: mean of the projections of each gradient onto the dual cone",
+  "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization, arXiv 2406.16232",
+  "gradient",
+)
+
+
+def _pcgrad(*, seed=0):
+  return pcgrad(seed)
+
+
+def _cagrad(*, c=0.4, rescale=True):
+  return cagrad(c, rescale=rescale)
+
+
+_register(
+  "pcgrad",
+  _gram_method(_pcgrad),
+  "PCGrad: project away conflicting components in random order",
+  "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
+  "gradient",
+)
+_register(
+  "cagrad",
+  _gram_method(_cagrad),
+  "CAGrad: maximise the worst task improvement in a ball around the mean gradient",
+  "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021",
+  "gradient",
+)
+_register(
+  "aligned_mtl",
+  _gram_method(lambda: aligned_mtl()),
+  "Aligned-MTL: align task gradients to an orthogonal, equally scaled system",
+  "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023",
+  "gradient",
+)
+_register(
+  "rlw",
+  _build_rlw,
+  "RLW: random softmax-of-Gaussian task weights at every step",
+  "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022",
+  "gradient",
+)
+_register(
+  "uncertainty",
+  _build_uncertainty,
+  "Uncertainty weighting: weights exp(-s_k), log-variances learned on Σ exp(-s)L + s",
+  "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses, CVPR 2018",
+  "loss",
+  needs_losses=True,
+)
+_register(
+  "famo",
+  _build_famo,
+  "FAMO: loss weights from logits adapted to the log-loss decrease",
+  "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023",
+  "loss",
+  needs_losses=True,
+)
+_register(
+  "adatask",
+  _build_adatask,
+  "AdaTask: separate Adam moments per task on shared parameters, summed",
+  _ADATASK,
+  "update",
+  row_sparse=False,
+)
+_register(
+  "clippy_adam",
+  _build_clippy_adam,
+  "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs",
+  _CLIPPY,
+  "gradient",
+  row_sparse=False,
+)
+
+METHODS: dict[str, MethodInfo] = {name: info for name, (info, _) in _REGISTRY.items()}
+"""Ordered mapping: method name -> :class:`MethodInfo` (description, reference, needs_losses, level, hyper)."""
+
+
+def method_names() -> tuple[str, ...]:
+  """The names :func:`make_method` accepts, in registry order.
+
+  Example:
+    >>> from pub_optax import method_names
+    >>> method_names()[:3]
+    ('equal', 'pub', 'pub_rms')
+  """
+  return tuple(_REGISTRY)
+
+
+def make_method(
+  name: str,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  num_tasks: int,
+  shared: SharedSpec = None,
+  inject_learning_rate: bool = False,
+  **hyper: Any,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Builds a registered multi-task method as one optax transformation.
+
+  Args:
+    name: one of :func:`method_names` (see :data:`METHODS`).
+    learning_rate: float or optax schedule.
+    num_tasks: K, the leading axis of the per-task gradients.
+    shared: which leaves are shared and balanced (``None``: all); see
+      :func:`pub_optax.balance`.
+    inject_learning_rate: hold the learning rate in the state
+      (``optax.inject_hyperparams``, read it or set it as
+      ``state.hyperparams["learning_rate"]``) instead of baking it into the
+      program: one compiled step then serves every rate of a sweep.
+    **hyper: the method's hyper-parameters (``METHODS[name].hyper``), e.g.
+      ``b1``, ``weight_decay``, ``c`` for CAGrad, ``seed`` for PCGrad/RLW.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``. Methods with
+    ``METHODS[name].needs_losses`` require ``update(..., task_losses=losses)``.
+
+  Raises:
+    ValueError: unknown ``name`` (the message lists the valid names).
+    TypeError: a hyper-parameter the method does not take (named in the message).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from pub_optax import make_method
+    >>> tx = make_method("mgda", 1e-3, num_tasks=2, weight_decay=1e-6)
+    >>> params = jnp.ones(3)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), state, params)
+    >>> [round(float(w), 3) for w in state.weights]
+    [0.5, 0.5]
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown method {name!r}; valid names: {', '.join(_REGISTRY)}")
+  info, builder = _REGISTRY[name]
+  unknown = sorted(set(hyper) - set(info.hyper))
+  if unknown:
+    raise TypeError(
+      f"method {name!r} does not accept hyper-parameter(s) {unknown}; "
+      f"it accepts: {sorted(info.hyper)}"
+    )
+  if inject_learning_rate:
+    return optax.inject_hyperparams(
+      lambda learning_rate: builder(learning_rate, num_tasks, shared, **hyper)
+    )(learning_rate)
+  return builder(learning_rate, num_tasks, shared, **hyper)
