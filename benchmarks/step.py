@@ -70,7 +70,8 @@ except ImportError:  # python benchmarks/step.py
   import common  # type: ignore[no-redef]
 
 import pub_optax
-from pub_optax._balance import leaf_gram, resolve_shared, weighted_sum
+from pub_optax._balance import resolve_shared
+from pub_optax._gram import leaf_gram, weighted_sum
 from pub_optax.ranking.data import generate_aliexpress
 from pub_optax.ranking.models import apply, build_model, split
 from pub_optax.ranking.train import task_losses
@@ -348,7 +349,7 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
   """The Gram matrix of K random task vectors over the shared leaves, by each reduction.
 
   ``gram_matmul_s`` / ``gram_lanes_s``: median seconds of the jitted reduction
-  (``pub_optax._balance.leaf_gram``) summed over the shared leaves; the ``auto`` choice in
+  (``pub_optax._gram.leaf_gram``) summed over the shared leaves; the ``auto`` choice in
   the PUB step above is ``gram_auto`` (lanes on CPU; small leaves always take the matmul).
   """
   leaves = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(shared)) if m]

@@ -8,9 +8,10 @@ weights), :mod:`pub_optax.ranking` (Flax NNX ranking models, data, the ``pub-opt
 """
 
 from pub_optax import weightings
-from pub_optax._balance import BalanceState, balance, gram_matrix, scale_weights
+from pub_optax._balance import BalanceState, balance, scale_weights
 from pub_optax._finite import apply_if_finite
 from pub_optax._grads import value_and_task_grads
+from pub_optax._gram import gram_matrix
 from pub_optax._losses import FAMOState, UncertaintyState, famo, uncertainty
 from pub_optax._manipulation import adatask, clip_factors, clippy_adam, scale_by_clippy_adam
 from pub_optax._methods import METHODS, MethodInfo, make_method, method_names

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pub_optax._balance import gram_matrix, leaf_gram
+from pub_optax._gram import gram_matrix, leaf_gram
 
 
 @pytest.mark.parametrize("k,n", [(2, 1 << 15), (5, 3 * 1024 * 16), (3, 40_000), (4, 1000)])
