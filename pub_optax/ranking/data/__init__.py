@@ -31,15 +31,18 @@ from pub_optax.ranking.data.synthetic import (
   write_aliexpress_csv_chunks,
 )
 from pub_optax.ranking.data.types import (
+  DataError,
   RankingData,
   cardinalities_of,
   concatenate,
+  require_both_classes,
   shared_cardinalities,
   with_cardinalities,
 )
 
 __all__ = [
   "AITM_SPARSE_FIELDS",
+  "DataError",
   "RankingData",
   "SyntheticConfig",
   "SyntheticTruth",
@@ -57,6 +60,7 @@ __all__ = [
   "num_batches",
   "pad_batch",
   "read_aliexpress_csv",
+  "require_both_classes",
   "shared_cardinalities",
   "stream_csv_batches",
   "with_cardinalities",

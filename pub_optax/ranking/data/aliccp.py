@@ -27,23 +27,27 @@ Rules (documented choices):
   raise (``"raise"``). Labels outside {0, 1} follow ``on_bad_labels``.
 - ``n_features`` must equal the number of entries of the line.
 
-A missing file raises ``FileNotFoundError``; a malformed line raises
-``ValueError`` naming the file, the 1-based line number and the column (and
-the entry number inside a feature string). Parsing is line by line in Python
+A missing file raises ``FileNotFoundError``; an unreadable file, a file that is
+not UTF-8 text, an empty split and a malformed line (a missing or extra column, a
+non-numeric field, a feature id beyond signed 64 bits) raise `DataError` (a
+``ValueError``) naming the file, the 1-based line number and the column (and the
+entry number inside a feature string). A UTF-8 byte-order mark at the start of
+a file is accepted and skipped. Parsing is line by line in Python
 (about a few microseconds per row), with memory proportional to the rows kept.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
 
-from pub_optax.ranking.data.types import RankingData
+from pub_optax.ranking.data.types import DataError, RankingData
 
 __all__ = ["AITM_SPARSE_FIELDS", "TASK_NAMES", "load_aliccp"]
 
@@ -77,7 +81,8 @@ _SKELETON_COLUMNS = (
   "feature_string",
 )
 _COMMON_COLUMNS = ("common_feature_index", "n_features", "feature_string")
-_MISSING = np.iinfo(np.int64).min
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_MISSING = _INT64_MIN  # marks an absent field; no feature id may take this value
 
 
 def _path(directory: str, name: str) -> str:
@@ -88,13 +93,48 @@ def _path(directory: str, name: str) -> str:
 
 
 def _columns(line: str, names: Sequence[str], path: str, number: int) -> list[str]:
-  parts = line.rstrip("\r\n").split(",", len(names) - 1)
+  parts = line.rstrip("\r\n").split(",")
   if len(parts) < len(names):
-    raise ValueError(
+    raise DataError(
       f"{path}, line {number}, column {len(parts) + 1} ({names[len(parts)]}): missing; "
       f"expected {len(names)} columns, got {len(parts)}"
     )
+  if len(parts) > len(names):
+    raise DataError(
+      f"{path}, line {number}, column {len(names) + 1}: unexpected extra column; "
+      f"expected {len(names)} columns, got {len(parts)}"
+    )
   return parts
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+  """Numbered lines of a UTF-8 file (a leading byte-order mark skipped).
+
+  Raises:
+    DataError: the file cannot be read, is not UTF-8 text, or has a blank line.
+  """
+  try:
+    handle = open(path, encoding="utf-8-sig")
+  except FileNotFoundError:
+    raise
+  except OSError as err:
+    raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
+  with handle:
+    number = 0
+    while True:
+      try:
+        line = handle.readline()
+      except UnicodeDecodeError as err:
+        raise DataError(
+          f"{path}, line {number + 1}: not UTF-8 text ({err.reason}); a binary or UTF-16 "
+          "file? save it as UTF-8"
+        ) from None
+      if not line:
+        return
+      number += 1
+      if not line.strip():
+        raise DataError(f"{path}, line {number}: blank line")
+      yield number, line
 
 
 def _scan(text: str, slots: dict[str, int], declared: str, path: str, number: int, column: int):
@@ -103,11 +143,11 @@ def _scan(text: str, slots: dict[str, int], declared: str, path: str, number: in
   try:
     count = int(declared)
   except ValueError:
-    raise ValueError(
+    raise DataError(
       f"{path}, line {number}, column {column - 1} (n_features): {declared!r} is not an integer"
     ) from None
   if count != len(entries):
-    raise ValueError(
+    raise DataError(
       f"{path}, line {number}, column {column - 1} (n_features): says {count} "
       f"but the feature string has {len(entries)} entries"
     )
@@ -116,20 +156,24 @@ def _scan(text: str, slots: dict[str, int], declared: str, path: str, number: in
     field, sep_field, rest = entry.partition("\x02")
     feature, sep_value, value = rest.partition("\x03")
     if not (sep_field and sep_value and field and feature):
-      raise ValueError(
+      raise DataError(
         f"{path}, line {number}, column {column} (feature_string), entry {position}: "
         f"{entry!r} is not 'field\\x02feature\\x03value'"
       )
     slot = slots.get(field)
     if slot is None or slot in found:
       continue
+    where = f"{path}, line {number}, column {column} (feature_string), entry {position}"
     try:
       found[slot] = (int(feature), float(value))
     except ValueError:
-      raise ValueError(
-        f"{path}, line {number}, column {column} (feature_string), entry {position}: "
-        f"feature id {feature!r} must be an integer and value {value!r} a number"
+      raise DataError(
+        f"{where}: feature id {feature!r} must be an integer and value {value!r} a number"
       ) from None
+    if not _INT64_MIN < found[slot][0] <= _INT64_MAX:
+      raise DataError(f"{where}: feature id {feature} does not fit in a signed 64-bit integer")
+    if not math.isfinite(found[slot][1]):
+      raise DataError(f"{where}: value {value!r} is not finite")
   return found
 
 
@@ -137,23 +181,20 @@ def _read_common(path: str, slots: dict[str, int], n_slots: int):
   """Returns ``(index -> row, raw ids (R, S) int64, values (R, S) float64)`` of a common file."""
   rows: dict[str, int] = {}
   ids, values = array("q"), array("d")
-  with open(path, encoding="utf-8") as handle:
-    for number, line in enumerate(handle, 1):
-      if not line.strip():
-        raise ValueError(f"{path}, line {number}: blank line")
-      key, declared, text = _columns(line, _COMMON_COLUMNS, path, number)
-      if key in rows:
-        raise ValueError(
-          f"{path}, line {number}, column 1 (common_feature_index): {key!r} repeats "
-          f"(first at line {rows[key] + 1})"
-        )
-      found = _scan(text, slots, declared, path, number, 3)
-      row_ids, row_values = [_MISSING] * n_slots, [0.0] * n_slots
-      for slot, (feature, value) in found.items():
-        row_ids[slot], row_values[slot] = feature, value
-      rows[key] = len(rows)
-      ids.extend(row_ids)
-      values.extend(row_values)
+  for number, line in _lines(path):
+    key, declared, text = _columns(line, _COMMON_COLUMNS, path, number)
+    if key in rows:
+      raise DataError(
+        f"{path}, line {number}, column 1 (common_feature_index): {key!r} repeats "
+        f"(first at line {rows[key] + 1})"
+      )
+    found = _scan(text, slots, declared, path, number, 3)
+    row_ids, row_values = [_MISSING] * n_slots, [0.0] * n_slots
+    for slot, (feature, value) in found.items():
+      row_ids[slot], row_values[slot] = feature, value
+    rows[key] = len(rows)
+    ids.extend(row_ids)
+    values.extend(row_values)
   return (
     rows,
     np.frombuffer(ids, np.int64).reshape(-1, n_slots),
@@ -167,7 +208,7 @@ def _label(text: str, name: str, path: str, number: int, column: int) -> float:
   try:
     return float(text)
   except ValueError:
-    raise ValueError(
+    raise DataError(
       f"{path}, line {number}, column {column} ({name}): {text!r} is not a number"
     ) from None
 
@@ -185,39 +226,36 @@ def _read_split(
   common_row, labels = array("q"), array("f")
   bad_labels = bad_purchase = 0
   first_bad = first_purchase = 0
-  with open(skeleton, encoding="utf-8") as handle:
-    for number, line in enumerate(handle, 1):
-      if not line.strip():
-        raise ValueError(f"{skeleton}, line {number}: blank line")
-      _, click_text, purchase_text, key, declared, text = _columns(
-        line, _SKELETON_COLUMNS, skeleton, number
+  for number, line in _lines(skeleton):
+    _, click_text, purchase_text, key, declared, text = _columns(
+      line, _SKELETON_COLUMNS, skeleton, number
+    )
+    click = _label(click_text, "click", skeleton, number, 2)
+    purchase = _label(purchase_text, "purchase", skeleton, number, 3)
+    found = _scan(text, slots, declared, skeleton, number, 6)
+    row = common_rows.get(key)
+    if row is None:
+      raise DataError(
+        f"{skeleton}, line {number}, column 4 (common_feature_index): {key!r} is not in {common}"
       )
-      click = _label(click_text, "click", skeleton, number, 2)
-      purchase = _label(purchase_text, "purchase", skeleton, number, 3)
-      found = _scan(text, slots, declared, skeleton, number, 6)
-      row = common_rows.get(key)
-      if row is None:
-        raise ValueError(
-          f"{skeleton}, line {number}, column 4 (common_feature_index): {key!r} is not in {common}"
-        )
-      if click not in (0.0, 1.0) or purchase not in (0.0, 1.0):
-        bad_labels += 1
-        first_bad = first_bad or number
-        continue
-      if click == 0.0 and purchase == 1.0:
-        bad_purchase += 1
-        first_purchase = first_purchase or number
-        continue
-      row_ids, row_values = [_MISSING] * n_slots, [np.nan] * n_slots
-      for slot, (feature, value) in found.items():
-        row_ids[slot], row_values[slot] = feature, value
-      own_ids.extend(row_ids)
-      own_values.extend(row_values)
-      common_row.append(row)
-      labels.extend((click, click * purchase))
+    if click not in (0.0, 1.0) or purchase not in (0.0, 1.0):
+      bad_labels += 1
+      first_bad = first_bad or number
+      continue
+    if click == 0.0 and purchase == 1.0:
+      bad_purchase += 1
+      first_purchase = first_purchase or number
+      continue
+    row_ids, row_values = [_MISSING] * n_slots, [np.nan] * n_slots
+    for slot, (feature, value) in found.items():
+      row_ids[slot], row_values[slot] = feature, value
+    own_ids.extend(row_ids)
+    own_values.extend(row_values)
+    common_row.append(row)
+    labels.extend((click, click * purchase))
   if bad_labels:
     if on_bad_labels == "raise":
-      raise ValueError(
+      raise DataError(
         f"{skeleton}: {bad_labels} rows with click or purchase not in {{0, 1}}, first at "
         f"line {first_bad}; pass on_bad_labels='drop' to drop them"
       )
@@ -226,13 +264,15 @@ def _read_split(
     )
   if bad_purchase:
     if purchase_without_click == "raise":
-      raise ValueError(
+      raise DataError(
         f"{skeleton}: {bad_purchase} rows with purchase = 1 and click = 0, first at line "
         f"{first_purchase}; pass purchase_without_click='drop' to drop them"
       )
     warnings.warn(
       f"{skeleton}: dropped {bad_purchase} rows with purchase = 1 and click = 0", stacklevel=3
     )
+  if not len(labels):
+    raise DataError(f"{skeleton}: no data rows, so this split is empty")
   own_ids = np.frombuffer(own_ids, np.int64).reshape(-1, n_slots)
   own_values = np.frombuffer(own_values, np.float64).reshape(-1, n_slots)
   rows = np.frombuffer(common_row, np.int64)
@@ -288,11 +328,11 @@ def load_aliccp(
     ("purchase_without_click", purchase_without_click),
   ):
     if value not in ("raise", "drop"):
-      raise ValueError(f"{name} must be 'raise' or 'drop', got {value!r}")
+      raise DataError(f"{name} must be 'raise' or 'drop', got {value!r}")
   sparse_fields, dense_fields = tuple(map(str, sparse_fields)), tuple(map(str, dense_fields))
   all_fields = sparse_fields + dense_fields
   if len(set(all_fields)) != len(all_fields):
-    raise ValueError(f"a field is listed twice in sparse_fields + dense_fields: {all_fields}")
+    raise DataError(f"a field is listed twice in sparse_fields + dense_fields: {all_fields}")
   slots = {field: slot for slot, field in enumerate(all_fields)}
   directory = os.fspath(directory)
   paths = {
@@ -315,7 +355,7 @@ def load_aliccp(
     )
     vocabulary = np.unique(raw[raw != _MISSING])
     if len(vocabulary) + 1 > np.iinfo(np.int32).max:
-      raise ValueError(f"field {sparse_fields[slot]}: too many distinct ids for int32")
+      raise DataError(f"field {sparse_fields[slot]}: too many distinct ids for int32")
     cardinalities.append(len(vocabulary) + 1)
     for split, (ids, _, _) in parsed.items():
       column = ids[:, slot]

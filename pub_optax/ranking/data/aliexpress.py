@@ -12,9 +12,13 @@ larger than memory can be streamed with `iter_aliexpress_csv`. Labels are
 ``(click, conversion)``; ``conversion`` is click-and-purchase, so the second
 task is CTCVR over all impressions.
 
-Errors: a missing file raises ``FileNotFoundError`` naming the path; a
-malformed line raises ``ValueError`` naming the file, the 1-based line number
-(the header is line 1) and the column. Bad labels (outside {0, 1}, or a
+Errors: a missing file raises ``FileNotFoundError`` naming the path; an
+unreadable file (permissions), a file that is not UTF-8 text (binary, UTF-16),
+an empty file and a malformed line raise `DataError` (a ``ValueError``) naming
+the file, the 1-based line number (the header is line 1) and the column. A
+UTF-8 byte-order mark at the start of a file is accepted and skipped. A
+header-only file reads as zero rows; `load_aliexpress` and
+`load_aliexpress_raw` refuse an empty split. Bad labels (outside {0, 1}, or a
 conversion without a click; for raw files outside {0, 1, 2}) follow
 ``on_bad_labels``: ``"raise"`` (default) raises ``ValueError`` with their count
 and first line, ``"drop"`` removes those rows and warns with the count. Blank
@@ -31,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from pub_optax.ranking.data.types import RankingData, cardinalities_of
+from pub_optax.ranking.data.types import DataError, RankingData, cardinalities_of
 
 __all__ = [
   "CATEGORICAL_COLUMNS",
@@ -83,10 +87,29 @@ def _check_file(path) -> str:
   return path
 
 
+def _open(path: str, mode: str = "r"):
+  """Opens ``path`` (text: UTF-8, a leading byte-order mark skipped); unreadable: `DataError`."""
+  try:
+    if "b" in mode:
+      return open(path, mode)
+    return open(path, mode, encoding="utf-8-sig")
+  except FileNotFoundError:
+    raise
+  except OSError as err:
+    raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
+
+
+def _not_text(path: str, line_number: int, err: UnicodeDecodeError) -> DataError:
+  return DataError(
+    f"{path}, line {line_number}: not UTF-8 text (byte {err.object[err.start : err.start + 1]!r}: "
+    f"{err.reason}); a binary or UTF-16 file? save it as a UTF-8 CSV"
+  )
+
+
 def _count_data_lines(path: str, header: bool) -> int:
   """Upper bound on the number of data rows (lines, minus the header)."""
   lines, last = 0, b"\n"
-  with open(path, "rb") as handle:
+  with _open(path, "rb") as handle:
     while block := handle.read(1 << 24):
       lines += block.count(b"\n")
       last = block[-1:]
@@ -105,16 +128,16 @@ def _diagnose(path: str, lines: Sequence[str], first_line: int, columns: Sequenc
       blanks.append(number)
       continue
     if blanks:
-      raise ValueError(f"{path}, line {blanks[0]}: blank line inside the data")
+      raise DataError(f"{path}, line {blanks[0]}: blank line inside the data")
     parts = text.split(",")
     if len(parts) < len(columns):
       missing = len(parts) + 1
-      raise ValueError(
+      raise DataError(
         f"{path}, line {number}, column {missing} ({columns[missing - 1]}): "
         f"missing; expected {len(columns)} columns, got {len(parts)}"
       )
     if len(parts) > len(columns):
-      raise ValueError(
+      raise DataError(
         f"{path}, line {number}, column {len(columns) + 1}: unexpected extra "
         f"column; expected {len(columns)} columns, got {len(parts)}"
       )
@@ -122,14 +145,14 @@ def _diagnose(path: str, lines: Sequence[str], first_line: int, columns: Sequenc
       try:
         float(part)
       except ValueError:
-        raise ValueError(
+        raise DataError(
           f"{path}, line {number}, column {index + 1} ({columns[index]}): "
           f"cannot parse {part!r} as a number"
         ) from None
     try:  # Python accepted it; ask numpy's parser about this line alone
       _loadtxt([line])
     except ValueError as error:
-      raise ValueError(f"{path}, line {number}: {error}") from None
+      raise DataError(f"{path}, line {number}: {error}") from None
   return blanks
 
 
@@ -139,44 +162,70 @@ def _loadtxt(lines: Sequence[str]) -> np.ndarray:
     return np.loadtxt(lines, delimiter=",", dtype=np.float64, comments=None, ndmin=2)
 
 
+class _TextLines:
+  """Lines of an open text file, counted, with decoding errors naming the file and line."""
+
+  def __init__(self, path: str, handle):
+    self.path, self.handle, self.count = path, handle, 0
+
+  def next_line(self) -> str:
+    try:
+      line = self.handle.readline()
+    except UnicodeDecodeError as err:
+      raise _not_text(self.path, self.count + 1, err) from None
+    self.count += bool(line)
+    return line
+
+  def take(self, n: int) -> list[str]:
+    chunk = []
+    while len(chunk) < n and (line := self.next_line()):
+      chunk.append(line)
+    return chunk
+
+
+def _check_header(path: str, first: str, columns: Sequence[str]) -> None:
+  if not first:
+    raise DataError(
+      f"{path}: empty file; expected a header line ({columns[0]},...,{columns[-1]}) and data rows"
+    )
+  names = [name.strip() for name in first.rstrip("\r\n").split(",")]
+  if names != list(columns):
+    for index, (got, want) in enumerate(itertools.zip_longest(names, columns)):
+      if got != want:
+        raise DataError(
+          f"{path}, line 1, column {index + 1}: header has {got!r}, "
+          f"expected {want!r} (the {len(columns)}-column format)"
+        )
+
+
 def _numeric_chunks(
   path, columns: Sequence[str], *, header: bool, chunk_rows: int
 ) -> Iterator[tuple[int, np.ndarray]]:
   """Yields ``(first_line_number, float64 (n, len(columns)))`` chunks of a CSV."""
   path = _check_file(path)
   if chunk_rows < 1:
-    raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-  with open(path, encoding="utf-8-sig") as handle:
-    line_number = 0
+    raise DataError(f"chunk_rows must be >= 1, got {chunk_rows}")
+  with _open(path) as handle:
+    lines = _TextLines(path, handle)
     if header:
-      first = handle.readline()
-      line_number = 1
-      names = [name.strip() for name in first.rstrip("\r\n").split(",")]
-      if names != list(columns):
-        for index, (got, want) in enumerate(itertools.zip_longest(names, columns)):
-          if got != want:
-            raise ValueError(
-              f"{path}, line 1, column {index + 1}: header has {got!r}, "
-              f"expected {want!r} (the {len(columns)}-column format)"
-            )
+      _check_header(path, lines.next_line(), columns)
     blank_at = None
-    while lines := list(itertools.islice(handle, chunk_rows)):
-      first_line = line_number + 1
-      line_number += len(lines)
+    while chunk := lines.take(chunk_rows):
+      first_line = lines.count - len(chunk) + 1
       if blank_at is not None:
-        if any(line.strip() for line in lines):
-          raise ValueError(f"{path}, line {blank_at}: blank line inside the data")
+        if any(line.strip() for line in chunk):
+          raise DataError(f"{path}, line {blank_at}: blank line inside the data")
         continue
       try:
-        values = _loadtxt(lines)
-        if values.shape != (len(lines), len(columns)):
+        values = _loadtxt(chunk)
+        if values.shape != (len(chunk), len(columns)):
           raise ValueError("shape")
       except ValueError as err:
-        blanks = _diagnose(path, lines, first_line, columns)
+        blanks = _diagnose(path, chunk, first_line, columns)
         if not blanks:
-          raise ValueError(f"{path}, lines {first_line}..{line_number}: cannot parse") from err
+          raise DataError(f"{path}, lines {first_line}..{lines.count}: cannot parse") from err
         blank_at = blanks[0]
-        kept = lines[: blank_at - first_line]
+        kept = chunk[: blank_at - first_line]
         if not kept:
           continue
         values = _loadtxt(kept)
@@ -210,7 +259,7 @@ def _integer_ids(
   if bad.any():
     row, column = _first_location(bad)
     kind = "an integer" if allow_negative else "a non-negative integer"
-    raise ValueError(
+    raise DataError(
       f"{path}, line {first_line + row}, {_where(columns, positions, column)}: "
       f"{float(values[row, column])!r} is not {kind} id"
     )
@@ -224,7 +273,7 @@ def _finite_features(
   bad = ~np.isfinite(values)
   if bad.any():
     row, column = _first_location(bad)
-    raise ValueError(
+    raise DataError(
       f"{path}, line {first_line + row}, {_where(columns, positions, column)}: "
       f"non-finite value {float(values[row, column])!r}"
     )
@@ -236,11 +285,11 @@ def _check_range(path: str, ids: np.ndarray, first_line: int, cardinalities) -> 
     return
   cards = np.asarray(cardinalities, np.int64)
   if cards.shape != (ids.shape[1],):
-    raise ValueError(f"{len(cards)} cardinalities given for {ids.shape[1]} categorical fields")
+    raise DataError(f"{len(cards)} cardinalities given for {ids.shape[1]} categorical fields")
   over = ids >= cards
   if over.any():
     row, column = _first_location(over)
-    raise ValueError(
+    raise DataError(
       f"{path}, line {first_line + row}, {_where(COLUMNS, _CAT_POSITIONS, column)}: "
       f"id {ids[row, column]} "
       f">= cardinality {cards[column]} ({int(over[:, column].sum())} such rows in "
@@ -252,9 +301,9 @@ def _bad_label_rows(
   path: str, bad: np.ndarray, first_line: int, what: str, on_bad_labels: str
 ) -> None:
   if on_bad_labels not in ("raise", "drop"):
-    raise ValueError(f"on_bad_labels must be 'raise' or 'drop', got {on_bad_labels!r}")
+    raise DataError(f"on_bad_labels must be 'raise' or 'drop', got {on_bad_labels!r}")
   if on_bad_labels == "raise" and bad.any():
-    raise ValueError(
+    raise DataError(
       f"{path}: {int(bad.sum())} rows with bad labels ({what}) in lines "
       f"{first_line}..{first_line + len(bad) - 1}, first at line "
       f"{first_line + int(np.argmax(bad))}; pass on_bad_labels='drop' to drop them"
@@ -276,7 +325,7 @@ def _processed_chunk(path, first_line, values, cardinalities, on_bad_labels):
   ids = _integer_ids(path, values, first_line, COLUMNS, _CAT_POSITIONS, allow_negative=False)
   if ids.size and ids.max() > _INT32_MAX:
     row, column = _first_location(ids > _INT32_MAX)
-    raise ValueError(
+    raise DataError(
       f"{path}, line {first_line + row}, {_where(COLUMNS, _CAT_POSITIONS, column)}: "
       f"id {ids[row, column]} does not fit in int32"
     )
@@ -339,6 +388,11 @@ def read_aliexpress_csv(
   return RankingData(categorical, numerical, labels, cards, TASK_NAMES)
 
 
+def _require_rows(path: str, split: str, rows: int) -> None:
+  if not rows:
+    raise DataError(f"{path}: no data rows, so split {split} is empty")
+
+
 def _split_paths(source, splits: Sequence[str]) -> dict[str, str]:
   if isinstance(source, Mapping):
     return {name: os.fspath(path) for name, path in source.items()}
@@ -386,6 +440,8 @@ def load_aliexpress(
     name: read_aliexpress_csv(path, on_bad_labels=on_bad_labels, chunk_rows=chunk_rows)
     for name, path in paths.items()
   }
+  for name, data in loaded.items():
+    _require_rows(paths[name], name, len(data))
   cards = cardinalities_of(*(d.categorical for d in loaded.values()))
   return {
     name: RankingData(d.categorical, d.numerical, d.labels, cards, TASK_NAMES)
@@ -556,7 +612,7 @@ def _join(user_path, item_path, users, items):
   duplicate = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
   if duplicate.size:
     later = max(order[duplicate[0]], order[duplicate[0] + 1])
-    raise ValueError(
+    raise DataError(
       f"{user_path}, line {user_lines[later]}, column 1 (user_1): search id "
       f"{sorted_ids[duplicate[0]]} repeats ({duplicate.size} repeated ids in the file)"
     )
@@ -565,7 +621,7 @@ def _join(user_path, item_path, users, items):
   found = sorted_ids[position] == item_ids if len(sorted_ids) else np.zeros(len(item_ids), bool)
   if not found.all():
     first = int(np.argmin(found))
-    raise ValueError(
+    raise DataError(
       f"{item_path}, line {item_lines[first]}, column 1 (item_1): {int((~found).sum())} item rows "
       f"have a search id absent from user_1 of {user_path} (first: {item_ids[first]})"
     )
@@ -636,6 +692,8 @@ def load_aliexpress_raw(
   for split, (user_path, item_path) in paths.items():
     users = _read_raw_users(user_path, chunk_rows)
     items = _read_raw_items(item_path, chunk_rows, on_bad_labels)
+    _require_rows(user_path, split, len(users[0]))
+    _require_rows(item_path, split, len(items[0]))
     joined[split] = _join(user_path, item_path, users, items)
   names = [f"user_{c}" for c in RAW_USER_CATEGORICAL] + [f"item_{c}" for c in RAW_ITEM_CATEGORICAL]
   raw = [cat for cat, _, _ in joined.values()]
@@ -653,7 +711,7 @@ def load_aliexpress_raw(
       bad = (ids < 0) | (ids > _INT32_MAX)
       if bad.any():
         row, column = _first_location(bad)
-        raise ValueError(
+        raise DataError(
           f"{paths[split][1 if column >= 9 else 0]}: column {names[column]}: raw id "
           f"{ids[row, column]} is not a non-negative int32 ({int(bad.sum())} values); "
           f"use reindex=True"

@@ -15,12 +15,22 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+  "DataError",
   "RankingData",
   "cardinalities_of",
   "concatenate",
+  "require_both_classes",
   "shared_cardinalities",
   "with_cardinalities",
 ]
+
+
+class DataError(ValueError):
+  """Data that cannot be used: a malformed or unreadable file, or unusable rows.
+
+  The message is one line naming the file, the 1-based line number and the column where
+  they apply.
+  """
 
 
 def _as_int32_ids(values: Any) -> np.ndarray:
@@ -28,9 +38,9 @@ def _as_int32_ids(values: Any) -> np.ndarray:
   if array.dtype == np.int32:
     return array
   if array.dtype.kind not in "iub":
-    raise ValueError(f"categorical: expected integer ids, got dtype {array.dtype}")
+    raise DataError(f"categorical: expected integer ids, got dtype {array.dtype}")
   if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
-    raise ValueError("categorical: ids do not fit in int32")
+    raise DataError("categorical: ids do not fit in int32")
   return array.astype(np.int32)
 
 
@@ -39,7 +49,7 @@ def _as_float32(name: str, values: Any) -> np.ndarray:
   if array.dtype == np.float32:
     return array
   if array.dtype.kind not in "fiub":
-    raise ValueError(f"{name}: expected a numeric array, got dtype {array.dtype}")
+    raise DataError(f"{name}: expected a numeric array, got dtype {array.dtype}")
   return array.astype(np.float32)
 
 
@@ -88,36 +98,36 @@ class RankingData:
     task_names = tuple(str(t) for t in self.task_names)
     for name, array in (("categorical", categorical), ("numerical", numerical), ("labels", labels)):
       if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array, got shape {array.shape}")
+        raise DataError(f"{name}: expected a 2-D array, got shape {array.shape}")
     n = categorical.shape[0]
     for name, array in (("numerical", numerical), ("labels", labels)):
       if array.shape[0] != n:
-        raise ValueError(f"{name}: has {array.shape[0]} rows but categorical has {n}")
+        raise DataError(f"{name}: has {array.shape[0]} rows but categorical has {n}")
     if len(cardinalities) != categorical.shape[1]:
-      raise ValueError(
+      raise DataError(
         f"cardinalities: {len(cardinalities)} given for {categorical.shape[1]} categorical fields"
       )
     if len(task_names) != labels.shape[1]:
-      raise ValueError(f"task_names: {len(task_names)} given for {labels.shape[1]} label columns")
+      raise DataError(f"task_names: {len(task_names)} given for {labels.shape[1]} label columns")
     for field, card in enumerate(cardinalities):
       if card < 1:
-        raise ValueError(f"categorical field {field}: cardinality {card} < 1")
+        raise DataError(f"categorical field {field}: cardinality {card} < 1")
     if n:
       low = (categorical < 0).sum(axis=0)
       high = (categorical >= np.asarray(cardinalities, np.int64)).sum(axis=0)
       for field in range(categorical.shape[1]):
         if low[field]:
-          raise ValueError(f"categorical field {field}: {low[field]} ids < 0")
+          raise DataError(f"categorical field {field}: {low[field]} ids < 0")
         if high[field]:
-          raise ValueError(
+          raise DataError(
             f"categorical field {field}: {high[field]} ids >= cardinality {cardinalities[field]}"
           )
       bad_numerical = (~np.isfinite(numerical)).sum(axis=0)
       for column in np.flatnonzero(bad_numerical):
-        raise ValueError(f"numerical field {column}: {bad_numerical[column]} non-finite values")
+        raise DataError(f"numerical field {column}: {bad_numerical[column]} non-finite values")
       bad_labels = ((labels != 0) & (labels != 1)).sum(axis=0)
       for task in np.flatnonzero(bad_labels):
-        raise ValueError(
+        raise DataError(
           f"labels task {task} ({task_names[task]}): {bad_labels[task]} values not in {{0, 1}}"
         )
     object.__setattr__(self, "categorical", categorical)
@@ -186,10 +196,10 @@ def cardinalities_of(*categoricals: np.ndarray) -> tuple[int, ...]:
     (3, 5)
   """
   if not categoricals:
-    raise ValueError("cardinalities_of: give at least one array")
+    raise DataError("cardinalities_of: give at least one array")
   widths = {np.shape(c)[1] for c in categoricals}
   if len(widths) != 1:
-    raise ValueError(f"cardinalities_of: arrays have different field counts {sorted(widths)}")
+    raise DataError(f"cardinalities_of: arrays have different field counts {sorted(widths)}")
   width = widths.pop()
   best = np.zeros(width, np.int64)
   for array in categoricals:
@@ -265,10 +275,10 @@ def concatenate(datasets: Sequence[RankingData] | Mapping[str, RankingData]) -> 
   """
   parts = list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)
   if not parts:
-    raise ValueError("concatenate: no data sets given")
+    raise DataError("concatenate: no data sets given")
   names = {p.task_names for p in parts}
   if len(names) != 1:
-    raise ValueError(f"concatenate: task names differ: {sorted(names)}")
+    raise DataError(f"concatenate: task names differ: {sorted(names)}")
   return RankingData(
     categorical=np.concatenate([p.categorical for p in parts]),
     numerical=np.concatenate([p.numerical for p in parts]),
@@ -276,3 +286,37 @@ def concatenate(datasets: Sequence[RankingData] | Mapping[str, RankingData]) -> 
     cardinalities=tuple(int(c) for c in np.max([p.cardinalities for p in parts], axis=0)),
     task_names=parts[0].task_names,
   )
+
+
+def require_both_classes(splits: Mapping[str, RankingData]) -> None:
+  """Checks that every task of every split has positives and negatives.
+
+  AUC, early stopping on it and the reported test metrics all need both classes: without
+  them no epoch can be scored and training would report an untrained model.
+
+  Args:
+    splits: ``{name: RankingData}``, e.g. train, val and test.
+
+  Raises:
+    DataError: naming the first split and task that lack a class, with both counts.
+
+  Example:
+    >>> import numpy as np
+    >>> data = RankingData(np.zeros((2, 1), np.int32), np.zeros((2, 0), np.float32),
+    ...                    np.array([[0.0], [0.0]], np.float32), (1,), ("ctr",))
+    >>> require_both_classes({"val": data})
+    Traceback (most recent call last):
+    ...
+    pub_optax.ranking.data.types.DataError: split val, task ctr: 0 positives and 2 negatives; ...
+  """
+  for name, data in splits.items():
+    if not len(data):
+      raise DataError(f"split {name} has no rows")
+    positives = data.labels.sum(axis=0).astype(np.int64)
+    for task, count in enumerate(positives):
+      if count == 0 or count == len(data):
+        raise DataError(
+          f"split {name}, task {data.task_names[task]}: {count} positives and "
+          f"{len(data) - count} negatives; AUC and early stopping need both (use more rows, a "
+          "larger validation fraction or another split)"
+        )
