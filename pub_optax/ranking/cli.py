@@ -368,25 +368,18 @@ def _plot_title(results: list[dict], data: str) -> str:
   return f"model {results[0]['config']['model']}, data {data}, {lr_text}"
 
 
-def plot(
-  results: list[dict], path: str, task_names: Sequence[str] = (), data: str = ""
-) -> str | None:
-  """Validation mean AUC per epoch, task weights and shared-update RMS over training, as a PNG.
+def curves_figure(results: list[dict], task_names: Sequence[str] = (), data: str = ""):
+  """The figure of :func:`plot` (a matplotlib ``Figure``; the caller closes it).
 
   Args:
     results: the runs, as returned by :func:`~pub_optax.ranking.experiment.run`.
-    path: the PNG file.
     task_names: labels of the task-weight curves (default: ``task 0``, ``task 1``, ...).
     data: the data's description for the title.
 
   Returns:
-    ``None``, or why no PNG was written.
+    A figure with three panels: validation mean AUC per epoch, task weights and the RMS
+    of the applied shared update per training step.
   """
-  try:
-    import matplotlib
-  except ImportError:
-    return "matplotlib is not installed (pip install 'pub_optax[plot]'): PNG skipped"
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
@@ -433,6 +426,25 @@ def plot(
   if results:
     fig.suptitle(_plot_title(results, data))
   fig.tight_layout()
+  return fig
+
+
+def plot(
+  results: list[dict], path: str, task_names: Sequence[str] = (), data: str = ""
+) -> str | None:
+  """Writes :func:`curves_figure` to ``path`` as a PNG (atomically).
+
+  Returns:
+    ``None``, or why no PNG was written.
+  """
+  try:
+    import matplotlib
+  except ImportError:
+    return "matplotlib is not installed (pip install 'pub_optax[plot]'): PNG skipped"
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig = curves_figure(results, task_names, data)
   tmp = f"{path}.tmp{os.getpid()}.png"
   fig.savefig(tmp, dpi=110)
   plt.close(fig)
@@ -593,44 +605,59 @@ def _option_name(key: str) -> str:
   return "--" + key.replace("_", "-")
 
 
-def check_resume(saved: dict, options: dict, fingerprint: dict, path: str) -> None:
+def _differences(saved: dict, options: dict) -> list[str]:
+  return [
+    f"{_option_name(key)} {saved.get(key)!r} (now {options[key]!r})"
+    for key in options
+    if saved.get(key) != options[key]
+  ]
+
+
+def check_resume(saved: dict, options: dict, fingerprint: dict | None, path: str) -> None:
   """Refuses to resume when the options or the data differ from those saved in ``path``.
+
+  Args:
+    saved: the record written by the checkpointed run (``{"options", "data"}``).
+    options: this command's :func:`run_options`.
+    fingerprint: this command's data fingerprint, or ``None`` to compare the options only.
+    path: the record's file, for the message.
 
   Raises:
     CheckpointError: naming every differing option, or saying that the data differ.
   """
-  differing = [
-    f"{_option_name(key)} {saved['options'].get(key)!r} (now {options[key]!r})"
-    for key in options
-    if saved["options"].get(key) != options[key]
-  ]
+  differing = _differences(saved["options"], options)
   if differing:
     raise CheckpointError(
-      f"--resume: the run in {os.path.dirname(os.path.dirname(path))} used other options: "
-      f"{'; '.join(differing)}; resume with the same options or drop --resume"
+      f"--resume: the run in {os.path.dirname(os.path.dirname(path)) or '.'} used other "
+      f"options: {'; '.join(differing)}; resume with the same options or drop --resume"
     )
-  if saved["data"] != fingerprint:
+  if fingerprint is not None and saved["data"] != fingerprint:
     raise CheckpointError(
       f"--resume: the data differ from those of the checkpointed run ({path}); "
       "resume with the same data or drop --resume"
     )
 
 
-def _prepare_output(args, options: dict, fingerprint: dict) -> None:
-  """Removes orphaned temporaries; checks (--resume) or records the run's options."""
-  checkpoints = os.path.join(args.out, "checkpoints")
-  for folder in (args.out, checkpoints):
+def _run_record(args) -> str:
+  return os.path.join(args.out, "checkpoints", "command.json")
+
+
+def _saved_run(args) -> dict | None:
+  """The record of the checkpointed run in ``--out`` when resuming, else ``None``."""
+  record = _run_record(args)
+  if not (args.resume and os.path.exists(record)):
+    return None
+  try:
+    with open(record) as f:
+      return json.load(f)
+  except (OSError, ValueError) as err:
+    raise CheckpointError(f"{record}: cannot be read ({err}); drop --resume") from None
+
+
+def _remove_orphans(args) -> None:
+  for folder in (args.out, os.path.join(args.out, "checkpoints")):
     for path in remove_orphaned_temporaries(folder):
       print(f"removed {path}, left by an interrupted write", file=sys.stderr)
-  record = os.path.join(checkpoints, "command.json")
-  if args.resume and os.path.exists(record):
-    try:
-      with open(record) as f:
-        saved = json.load(f)
-    except (OSError, ValueError) as err:
-      raise CheckpointError(f"{record}: cannot be read ({err}); drop --resume") from None
-    check_resume(saved, options, fingerprint, record)
-  atomic_write_json(record, {"options": options, "data": fingerprint})
 
 
 def _print_epoch(method: str, seed: int, epochs: int, task_names: Sequence[str]):
@@ -710,10 +737,17 @@ def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
       file=sys.stderr,
     )
   t0 = time.time()
+  _remove_orphans(args)
+  options = run_options(args, methods, rates)
+  saved = _saved_run(args)
+  if saved:
+    check_resume(saved, options, None, _run_record(args))
   splits = load_data(args.data, args)
   require_both_classes(splits)
   fingerprint = data_fingerprint(splits)
-  _prepare_output(args, run_options(args, methods, rates), fingerprint)
+  if saved:
+    check_resume(saved, options, fingerprint, _run_record(args))
+  atomic_write_json(_run_record(args), {"options": options, "data": fingerprint})
   task_names = splits["train"].task_names
   print(_describe_data(args, splits))
   print(f"model {args.model} ({args.preset}), devices {jax.devices()}", flush=True)
