@@ -54,15 +54,14 @@ def _flat_shared(tree, mask, lead: bool) -> jax.Array:
 
 def make_step(tx, mask, losses_fn):
   """A jitted train step that also returns the deviation diagnostics of the step."""
-  from pub_optax import value_and_task_grads
-  from pub_optax._training import find_balance_state
+  from pub_optax import balance_state, value_and_task_grads
 
   def step(params, rest, opt_state, batch):
     (losses, new_rest), grads = value_and_task_grads(
       lambda p, r: losses_fn(p, r, batch), has_aux=True
     )(params, rest)
     updates, opt_state = tx.update(grads, opt_state, params, task_losses=losses)
-    weights = find_balance_state(opt_state).weights
+    weights = balance_state(opt_state).weights
     g = _flat_shared(grads, mask, lead=True)  # (K, P)
     u = _flat_shared(updates, mask, lead=False)  # (P,)
     j = weights.astype(jnp.float32) @ g  # balanced joint gradient

@@ -16,6 +16,12 @@ For each start the table shows the final ``(L1, L2)`` and a mark:
 float64), and ``front_gap`` = max over front points of min(L1 − L1', L2 − L2') is reported too
 (≤ 0 means no grid point dominates the final point; the grid's own error is about 0.01).
 
+PUB with raw or rms weights keeps a step of norm √2·η on the front, so near the joint optimum
+it wanders along the front and its end point depends chaotically on rounding: perturbing a
+start by 1e-5, or running on another CPU instruction set, moves it anywhere from 0.002 to
+about 0.6 from −15.09, in float64 as in float32. An ``O`` against a ``P`` for those rows is
+therefore one sample of that spread; ``tests/test_toy.py`` bounds it with margin instead.
+
 The paper's claims checked in ``summary``: PUB (raw Nash weights, refreshed every step)
 reaches the joint optimum from all five starts; Nash-MTL, CAGrad, IMTL-G and FAMO stop at
 start-dependent points of the Pareto front; Adam on the sum (``equal``) stalls from

@@ -8,21 +8,39 @@ weights), :mod:`pub_optax.ranking` (Flax NNX ranking models, data, the ``pub-opt
 """
 
 from pub_optax import weightings
-from pub_optax._balance import BalanceState, balance, scale_weights
+from pub_optax._balance import (
+  BalanceState,
+  Level,
+  Scaling,
+  balance,
+  balance_state,
+  scale_by_balance,
+  scale_weights,
+)
 from pub_optax._finite import apply_if_finite
 from pub_optax._grads import value_and_task_grads
 from pub_optax._gram import gram_matrix
 from pub_optax._losses import FAMOState, UncertaintyState, famo, uncertainty
 from pub_optax._manipulation import adatask, clip_factors, clippy_adam, scale_by_clippy_adam
+from pub_optax._masks import resolve_shared
 from pub_optax._methods import METHODS, MethodInfo, make_method, method_names
+from pub_optax._per_task import MultiStepsState, multi_steps, per_task
 from pub_optax._pub import pub, pub_adam
 from pub_optax._sparse import Lookup, RowSparse, lookup_rows
-from pub_optax._training import StepOutput, find_balance_state, make_train_step
+from pub_optax._training import StepOutput, make_train_step
 from pub_optax.weightings._nash import NashResult, nash_weights
 
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+  "per_task",
+  "multi_steps",
+  "MultiStepsState",
+  "resolve_shared",
+  "scale_by_balance",
+  "balance_state",
+  "Scaling",
+  "Level",
   "METHODS",
   "BalanceState",
   "FAMOState",
@@ -38,7 +56,6 @@ __all__ = [
   "clip_factors",
   "clippy_adam",
   "famo",
-  "find_balance_state",
   "gram_matrix",
   "lookup_rows",
   "make_method",

@@ -1,19 +1,23 @@
 """One mechanism that applies any task weighting to per-task gradients or to per-task updates.
 
-``balance`` is an optax transformation whose ``update`` takes per-task gradients
-stacked on a leading task axis (every leaf ``(K, *param_shape)``) and returns one
-params-shaped update. It balances either
+:func:`scale_by_balance` is a learning-rate-free optax transformation whose ``update`` takes
+per-task gradients stacked on a leading task axis (every leaf ``(K, *param_shape)``) and
+returns one params-shaped direction. It balances either
 
 * ``level="gradient"``: the gradients g_k (Nash-MTL, MGDA, PCGrad, ... as published):
   the joint gradient ``Σ α̂_k g_k`` on shared leaves is fed to the inner optimizer; or
 * ``level="update"``: the inner optimizer's per-task look-ahead updates
-  ``d_k = inner(g_k, s)`` (PUB): shared leaves move by ``−η Σ α̂_k d_k``.
+  ``d_k = inner(g_k, s)`` (PUB): shared leaves move along ``Σ α̂_k d_k``.
 
-In both cases task-specific leaves receive the inner optimizer's ordinary update
-of the task-summed gradient, and the inner state advances once per step with the
-weighted gradient ``Σ α̂_k g_k`` on shared leaves and ``Σ_k g_k`` elsewhere.
-Loss-level weightings (``needs_gram=False``: uncertainty, FAMO, RLW) define the
-weighted loss ``Σ_k w_k L_k``, so their weights apply to every leaf.
+In both cases task-specific leaves receive the inner optimizer's ordinary update of the
+task-summed gradient, and the inner state advances once per step with the weighted gradient
+``Σ α̂_k g_k`` on shared leaves and ``Σ_k g_k`` elsewhere. Loss-kind weightings (uncertainty,
+FAMO, RLW, equal) define the weighted loss ``Σ_k w_k L_k``, so their weights apply to every
+leaf and no Gram matrix is built.
+
+:func:`balance` is ``optax.chain(scale_by_balance(...), optax.add_decayed_weights(λ),
+optax.scale_by_learning_rate(η))``, as ``optax.adamw`` chains ``scale_by_adam``: weight decay
+is added once per step to the balanced direction, never once per task.
 
 Step of ``level="update"`` (Yuan, Cai & Dong, arXiv 2410.05806):
 
@@ -22,15 +26,14 @@ Step of ``level="update"`` (Yuan, Cai & Dong, arXiv 2410.05806):
 2. ``M = D Dᵀ`` over the shared leaves only, accumulated in float32 or wider;
 3. ``α = weighting(M)`` (Nash bargaining for PUB), recomputed every
    ``refresh_every`` steps under ``jax.lax.cond`` and reused in between;
-4. ``α̂ = scaling(α)``; shared leaves: ``Δθ = −η Σ_k α̂_k d_k``;
+4. ``α̂ = scaling(α)``; shared leaves move along ``Σ_k α̂_k d_k``;
 5. one committed ``inner.update`` with the weighted gradient.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import chex
 import jax
@@ -38,18 +41,23 @@ import jax.numpy as jnp
 import optax
 
 from pub_optax._gram import gram_matrix, weighted_sum
-from pub_optax._sparse import TableRows, is_row_sparse
+from pub_optax._masks import SharedSpec, resolve_shared, unwrap_variables
+from pub_optax._sparse import TableRows
+from pub_optax._task_axis import check_task_grads, check_task_losses, shape_templates
 from pub_optax.weightings._base import Weighting
 
 Array = jax.Array
-SharedSpec = Any | Callable[[Any], Any] | None
+Level = Literal["gradient", "update"]
+Scaling = Literal["raw", "rms", "convex"]
 
-LEVELS = ("gradient", "update")
-SCALINGS = ("raw", "rms", "convex")
+LEVELS: tuple[Level, ...] = ("gradient", "update")
+SCALINGS: tuple[Scaling, ...] = ("raw", "rms", "convex")
 
 
 class BalanceState(NamedTuple):
-  """State of :func:`balance` (and so of ``pub``, ``pub_adam`` and the gradient-level methods).
+  """State of :func:`scale_by_balance` (inside ``pub``, ``pub_adam`` and every registry method).
+
+  Find it inside any wrapped or chained state with :func:`pub_optax.balance_state`.
 
   Attributes:
     count: int32 number of updates taken.
@@ -59,6 +67,9 @@ class BalanceState(NamedTuple):
     weighting: the weighting's own state (the previous raw weights for Nash).
     residual: solver diagnostic of the last refresh (relative residual of the
       weighting's defining conditions; 0 for closed-form weightings).
+    params: zero-size ``(0, *param_shape)`` arrays recording the shapes and dtypes
+      of the params the state was initialised with (they hold no data), so that
+      gradients without a task axis are refused even when ``params`` is not passed.
   """
 
   count: Array
@@ -66,104 +77,10 @@ class BalanceState(NamedTuple):
   weights: Array
   weighting: Any
   residual: Array
+  params: Any
 
 
-def _tree_dtype(tree) -> Any:
-  leaves = jax.tree.leaves(tree)
-  dtypes = [jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype for x in leaves]
-  return jnp.promote_types(jnp.result_type(*dtypes) if dtypes else jnp.float32, jnp.float32)
-
-
-def _is_static_bool(x) -> bool:
-  return isinstance(x, bool) or (
-    hasattr(x, "dtype")
-    and not isinstance(x, jax.Array)
-    and x.dtype == bool
-    and getattr(x, "shape", ()) == ()
-  )
-
-
-def resolve_shared(shared: SharedSpec, reference) -> Any:
-  """Returns the shared-leaf mask as a pytree of Python bools matching ``reference``.
-
-  Args:
-    shared: ``None`` (every leaf is shared), a pytree of bools with the structure
-      of the params, or a callable mapping the params to such a pytree.
-    reference: the params (or a params-shaped tree of ``jax.ShapeDtypeStruct``).
-
-  Raises:
-    ValueError: the mask's structure differs from the params' or a leaf is not a
-      static bool.
-  """
-  if shared is None:
-    return jax.tree.map(lambda _: True, reference)
-  mask = shared(reference) if callable(shared) else shared
-  want = jax.tree.structure(reference)
-  got = jax.tree.structure(mask)
-  if want != got:
-    raise ValueError(
-      "the `shared` mask does not match the params: it must have the params' tree "
-      f"structure with one bool per leaf.\n  params: {want}\n  shared: {got}"
-    )
-  bad = [
-    jax.tree_util.keystr(p)
-    for p, m in jax.tree_util.tree_leaves_with_path(mask)
-    if not _is_static_bool(m)
-  ]
-  if bad:
-    raise ValueError(
-      "the `shared` mask must hold static Python bools (it decides the program's "
-      f"structure); non-bool leaves at {bad[:5]}"
-    )
-  return jax.tree.map(bool, mask)
-
-
-def _check_task_axis(task_grads, num_tasks: int, params) -> None:
-  """Trace-time checks that every leaf carries the same leading task axis of size K."""
-  paths_leaves = jax.tree_util.tree_leaves_with_path(task_grads, is_leaf=is_row_sparse)
-  if not paths_leaves:
-    raise ValueError("task gradients are an empty pytree")
-  for path, leaf in paths_leaves:
-    where = jax.tree_util.keystr(path) or "<root>"
-    if is_row_sparse(leaf):
-      if leaf.rows.ndim != 1 or leaf.values.ndim < 2 or leaf.values.shape[1] != leaf.rows.shape[0]:
-        raise ValueError(
-          f"row-sparse task gradients at {where} need rows of shape (n,) and values of shape "
-          f"(K, n, ...); got rows {leaf.rows.shape} and values {leaf.values.shape}"
-        )
-      if not jnp.issubdtype(leaf.rows.dtype, jnp.integer):
-        raise ValueError(
-          f"row-sparse task gradients at {where} have rows of dtype {leaf.rows.dtype}, not integers"
-        )
-    if len(leaf.shape) == 0:
-      raise ValueError(
-        f"task gradients at {where} are a scalar: every leaf needs a leading task "
-        f"axis of size K = {num_tasks}, shape (K, *param_shape)"
-      )
-    if leaf.shape[0] != num_tasks:
-      sizes = sorted({l.shape[0] for _, l in paths_leaves if len(l.shape) > 0})
-      raise ValueError(
-        f"task gradients at {where} have leading axis {leaf.shape[0]}, but the "
-        f"state was initialised for K = {num_tasks} tasks (leading axes seen: {sizes}); "
-        "pass gradients stacked as (K, *param_shape), e.g. from value_and_task_grads"
-      )
-  if params is not None:
-    structure = jax.tree.structure(task_grads, is_leaf=is_row_sparse)
-    if jax.tree.structure(params) != structure:
-      raise ValueError(
-        "task gradients and params have different tree structures:\n"
-        f"  params: {jax.tree.structure(params)}\n  grads:  {structure}"
-      )
-    for (path, g), p in zip(paths_leaves, jax.tree.leaves(params)):
-      if tuple(g.shape) != (num_tasks,) + tuple(jnp.shape(p)):
-        raise ValueError(
-          f"task gradients at {jax.tree_util.keystr(path)} have shape {tuple(g.shape)}; "
-          f"expected (K, *param_shape) = {(num_tasks,) + tuple(jnp.shape(p))} "
-          "(missing task axis?)"
-        )
-
-
-def scale_weights(weights: Array, scaling: str, num_shared: int) -> Array:
+def scale_weights(weights: Array, scaling: Scaling, num_shared: int) -> Array:
   """Applies a scaling rule to the raw weights.
 
   * ``"raw"``: unchanged.
@@ -174,6 +91,11 @@ def scale_weights(weights: Array, scaling: str, num_shared: int) -> Array:
     joint vector that shrinks because the tasks cancel (a Pareto-stationary
     point, no Nash solution) keeps shrinking instead of being blown up. It is
     meant for Nash weights; for weightings on the simplex use ``"convex"``.
+
+  Example:
+    >>> import jax.numpy as jnp, pub_optax
+    >>> pub_optax.scale_weights(jnp.array([1.0, 3.0]), "convex", num_shared=10).tolist()
+    [0.25, 0.75]
   """
   if scaling == "raw":
     return weights
@@ -183,32 +105,173 @@ def scale_weights(weights: Array, scaling: str, num_shared: int) -> Array:
   return weights * jnp.sqrt(num_shared / weights.shape[0]).astype(weights.dtype)
 
 
-def balance(
+def _weights_dtype(params) -> Any:
+  dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
+  return jnp.promote_types(jnp.result_type(*dtypes) if dtypes else jnp.float32, jnp.float32)
+
+
+def _check_options(level, scaling, per_task_state, num_tasks, refresh_every, weighting) -> None:
+  if level not in LEVELS:
+    raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+  if scaling not in SCALINGS:
+    raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+  if per_task_state and level != "update":
+    raise ValueError("per_task_state=True needs level='update' (its per-task updates are real)")
+  if not isinstance(weighting, Weighting):
+    raise TypeError(f"weighting must be a pub_optax.weightings.Weighting, got {type(weighting)}")
+  for name, value in (("num_tasks", num_tasks), ("refresh_every", refresh_every)):
+    if not isinstance(value, jax.core.Tracer) and (int(value) != value or int(value) < 1):
+      raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class _Step(NamedTuple):
+  """The balancing step on dense (or compacted row-sparse) task gradients.
+
+  Every method closes over the transformation's static options, so the code paths
+  (gradient or update level, Gram or loss weighting, per-task state, refresh period)
+  are fixed when the transformation is built.
+  """
+
+  inner: optax.GradientTransformationExtraArgs
+  weighting: Weighting
+  level: Level
+  scaling: Scaling
+  refresh_every: int
+  per_task_state: bool
+
+  def vectors(self, grads, inner_state, params, extra):
+    """The K vectors to balance and, with per-task state, the K advanced inner states."""
+    if self.level == "gradient":
+      return grads, None
+    axis = 0 if self.per_task_state else None
+    return jax.vmap(lambda g, s: self.inner.update(g, s, params, **extra), in_axes=(0, axis))(
+      grads, inner_state
+    )
+
+  def solve(self, vectors, mask, state, task_losses, num_shared, gram_offset):
+    """Weights (scaled), weighting state and residual from the vectors or the losses."""
+    w = self.weighting
+    losses = task_losses if w.needs_losses else None
+    if w.kind == "gram":
+      gram = gram_matrix(vectors, mask)
+      res = w.weigh(gram + jnp.asarray(gram_offset, gram.dtype), state.weighting, losses)
+    else:
+      res = w.weigh(losses, state.weighting)
+    raw = jnp.asarray(res.weights, state.weights.dtype)
+    residual = jnp.asarray(res.residual, state.residual.dtype)
+    return scale_weights(raw, self.scaling, num_shared), res.state, residual
+
+  def refreshed(self, solve, state):
+    """``solve()`` every ``refresh_every`` steps, the state's last weights in between."""
+    if isinstance(self.refresh_every, int) and self.refresh_every == 1:
+      return solve()
+    keep = lambda: (state.weights, state.weighting, state.residual)
+    return jax.lax.cond(state.count % self.refresh_every == 0, solve, keep)
+
+  def combine(self, weights, vectors, grads, task_states, inner_state, params, mask, extra):
+    """The balanced direction and the new inner state."""
+    weigh_all = self.weighting.kind == "loss"
+
+    def mix(stacked):
+      return jax.tree.map(
+        lambda x, m: weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, axis=0),
+        stacked,
+        mask,
+      )
+
+    if self.per_task_state:
+      return mix(vectors), task_states
+    committed, inner_state = self.inner.update(mix(grads), inner_state, params, **extra)
+    if self.level == "gradient":
+      return committed, inner_state
+    balanced = lambda v, c, m: weighted_sum(weights, v) if m else c
+    return jax.tree.map(balanced, vectors, committed, mask), inner_state
+
+  def __call__(self, grads, inner_state, params, state, mask, num_shared, task_losses, extra,
+               gram_offset=0.0, clean=lambda v: v):  # fmt: skip
+    """One step: ``(direction, inner_state, weights, weighting_state, residual)``."""
+    vectors, task_states = self.vectors(grads, inner_state, params, extra)
+    vectors = clean(vectors)
+    solve = lambda: self.solve(vectors, mask, state, task_losses, num_shared, gram_offset)
+    weights, weighting_state, residual = self.refreshed(solve, state)
+    direction, inner_state = self.combine(
+      weights, vectors, grads, task_states, inner_state, params, mask, extra
+    )
+    return direction, inner_state, weights, weighting_state, residual
+
+
+def _row_sparse_step(step: _Step, tables: TableRows, state, params, mask, num_shared,
+                     task_losses, extra):  # fmt: skip
+  """The same step on the batch rows of every lookup table, expanded to the full tables.
+
+  The rows outside the batch take one zero-gradient inner step, the same for every task:
+  at update level it enters the Gram matrix as one shared term, and moves a balanced leaf
+  by ``Σ_k α̂_k`` times that step (a task-summed one by the step itself).
+  """
+  if step.per_task_state:
+    raise ValueError(
+      "per_task_state=True does not take row-sparse task gradients (it keeps K dense "
+      "inner states); pass dense gradients"
+    )
+  inner = step.inner
+  base_direction, base_state = tables.zero_gradient_step(inner, state.inner, params, **extra)
+  offset = tables.untouched_sq_norm(base_direction, mask) if step.level == "update" else 0.0
+  direction, inner_state, weights, weighting_state, residual = step(
+    tables.compact_grads,
+    tables.gather_state(inner, state.inner),
+    None if params is None else tables.gather(params),
+    state,
+    mask,
+    num_shared,
+    task_losses,
+    extra,
+    gram_offset=offset,
+    clean=tables.zero_padding,
+  )
+  total = jnp.sum(weights)
+  scale = jax.tree.map(lambda m: total if (m and step.level == "update") else 1.0, mask)
+  direction = tables.expand(direction, base_direction, scale)
+  inner_state = tables.merge_state(inner, base_state, inner_state)
+  return direction, inner_state, weights, weighting_state, residual
+
+
+def scale_by_balance(
   inner: optax.GradientTransformation,
   weighting: Weighting,
-  learning_rate: optax.ScalarOrSchedule,
   *,
   num_tasks: int,
-  level: str = "update",
+  level: Level = "update",
   shared: SharedSpec = None,
   refresh_every: int = 1,
-  scaling: str = "raw",
+  scaling: Scaling = "raw",
   per_task_state: bool = False,
-  weight_decay: chex.Numeric = 0.0,
-  weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Balances K tasks with ``weighting`` at gradient or update level.
+  r"""Balances K tasks with ``weighting`` at gradient or update level (learning-rate free).
+
+  For per-task gradients ``g_k`` (leaves ``(K, *param_shape)``) and inner state ``s``,
+  the output direction ``u`` (params-shaped, in the params' dtype) is
+
+  .. math::
+
+    u_{\text{shared}} = \sum_k \hat\alpha_k\, v_k,\qquad
+    v_k = \begin{cases} \text{inner}(g_k, s) & \text{update level (PUB)}\\
+    g_k \text{ then one inner step of } \sum_k \hat\alpha_k g_k & \text{gradient level}
+    \end{cases}
+
+  with ``α̂ = scaling(weighting(V Vᵀ))`` over the shared leaves; task-specific leaves get
+  the inner step of ``Σ_k g_k``. Follow it with ``optax.scale_by_learning_rate`` (as
+  :func:`balance` does).
 
   Args:
     inner: learning-rate-free inner direction, e.g. ``optax.scale_by_adam()``.
-    weighting: a :class:`~pub_optax.weightings.Weighting` (Gram matrix -> weights).
-    learning_rate: float or optax schedule (``η``).
+    weighting: a :class:`~pub_optax.weightings.Weighting`.
     num_tasks: K, the size of the leading task axis of the gradients (≥ 1).
     level: ``"update"`` (PUB: weigh the inner optimizer's per-task updates) or
       ``"gradient"`` (classic: weigh the per-task gradients).
-    shared: which leaves are shared by the tasks and balanced: ``None`` (all), a
-      pytree of bools matching the params, or a callable on the params. Other
-      leaves get the inner update of the task-summed gradient.
+    shared: which leaves are shared by the tasks and balanced: ``None`` (all), a bool,
+      a pytree (or prefix) of bools, possibly Flax NNX-wrapped, or a callable on the
+      params; see :func:`pub_optax.resolve_shared`. Other leaves get the inner update
+      of the task-summed gradient.
     refresh_every: recompute the weights every this many steps (≥ 1) and reuse
       them in between (``jax.lax.cond``; the solver is warm-started).
     scaling: ``"raw"``, ``"rms"`` or ``"convex"``; see :func:`scale_weights`.
@@ -216,25 +279,109 @@ def balance(
       updates are then real updates (each task's state advances with its own
       gradient) and task-specific leaves receive ``Σ_k d_k``. Memory K× the inner
       state. Only with ``level="update"``.
-    weight_decay: decoupled weight decay, applied once per step
-      (``Δθ −= η·λ·θ``); needs ``params``.
-    weight_decay_mask: which leaves decay (same forms as ``shared``).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``. Its ``update(task_grads, state,
-    params=None, *, task_losses=None, **extra)`` returns params-shaped updates (in
-    the params' dtype) and a :class:`BalanceState`. Extra keyword arguments are
-    passed on to ``inner``. A leaf of ``task_grads`` may be a
-    :class:`~pub_optax.RowSparse` (the gradients of a lookup table at the batch's
-    rows, see :mod:`pub_optax.sparse`): the step then runs on those rows plus one
-    zero-gradient inner step for the rest, the dense result for a coordinate-wise
-    ``inner``, without K dense copies of the table.
+    An ``optax.GradientTransformationExtraArgs`` with a :class:`BalanceState`. Its
+    ``update(task_grads, state, params=None, *, task_losses=None, **extra)`` passes
+    ``extra`` on to ``inner``. A leaf of ``task_grads`` may be a
+    :class:`~pub_optax.RowSparse` (a lookup table's gradients at the batch's rows):
+    the step then runs on those rows plus one zero-gradient inner step for the rest,
+    the dense result for a coordinate-wise ``inner``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, pub_optax
+    >>> tx = pub_optax.scale_by_balance(optax.scale_by_adam(), pub_optax.weightings.nash(),
+    ...                                 num_tasks=2, scaling="convex")
+    >>> params = {"w": jnp.zeros(2)}
+    >>> direction, state = tx.update({"w": jnp.array([[1.0, 0.0], [0.0, 3.0]])},
+    ...                              tx.init(params))
+    >>> [round(x, 4) for x in direction["w"].tolist()], state.weights.tolist()
+    ([0.5, 0.5], [0.5, 0.5])
+  """
+  _check_options(level, scaling, per_task_state, num_tasks, refresh_every, weighting)
+  inner = optax.with_extra_args_support(inner)
+  step = _Step(inner, weighting, level, scaling, refresh_every, per_task_state)
+
+  def init_fn(params):
+    k = int(num_tasks)  # concrete at init, also under optax.inject_hyperparams
+    dtype = _weights_dtype(params)
+    inner_state = inner.init(params)
+    if per_task_state:
+      inner_state = jax.tree.map(lambda s: jnp.repeat(jnp.asarray(s)[None], k, 0), inner_state)
+    return BalanceState(
+      count=jnp.zeros((), jnp.int32),
+      inner=inner_state,
+      weights=jnp.ones((k,), dtype),
+      weighting=weighting.init(k, dtype),
+      residual=jnp.zeros((), dtype),
+      params=shape_templates(params),
+    )
+
+  def update_fn(task_grads, state, params=None, *, task_losses=None, **extra):
+    k = state.weights.shape[0]
+    check_task_grads(task_grads, k, state.params)
+    check_task_losses(task_losses, k, weighting.name, weighting.needs_losses)
+    reference = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype), state.params)
+    mask = resolve_shared(shared, reference)
+    num_shared = sum(math.prod(r.shape) for r, m in zip(jax.tree.leaves(reference), jax.tree.leaves(mask)) if m)  # fmt: skip
+    if num_shared == 0 and weighting.kind == "gram":
+      raise ValueError("the `shared` mask selects no leaf: nothing to balance")
+    tables = TableRows.of(task_grads)
+    args = (mask, num_shared, task_losses, extra)
+    if tables is None:
+      out = step(task_grads, state.inner, params, state, *args)
+    else:
+      out = _row_sparse_step(step, tables, state, params, *args)
+    direction, inner_state, weights, weighting_state, residual = out
+    direction = jax.tree.map(lambda d, r: d.astype(r.dtype), direction, reference)
+    new_state = BalanceState(
+      count=optax.safe_increment(state.count),
+      inner=inner_state,
+      weights=weights,
+      weighting=weighting_state,
+      residual=residual,
+      params=state.params,
+    )
+    return direction, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def balance(
+  inner: optax.GradientTransformation,
+  weighting: Weighting,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  num_tasks: int,
+  level: Level = "update",
+  shared: SharedSpec = None,
+  refresh_every: int = 1,
+  scaling: Scaling = "raw",
+  per_task_state: bool = False,
+  weight_decay: chex.Numeric = 0.0,
+  weight_decay_mask: SharedSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Balancing with a learning rate: ``scale_by_balance``, weight decay once, then ``−η``.
+
+  ``optax.chain(scale_by_balance(inner, weighting, ...), optax.add_decayed_weights(
+  weight_decay, weight_decay_mask), optax.scale_by_learning_rate(learning_rate))``;
+  the decay step is left out when ``weight_decay`` is the literal 0.
+
+  Args:
+    inner, weighting, num_tasks, level, shared, refresh_every, scaling,
+      per_task_state: see :func:`scale_by_balance`.
+    learning_rate: float or optax schedule (``η``).
+    weight_decay: decoupled weight decay ``λ`` (``Δθ −= η·λ·θ``), applied once per
+      step; needs ``params`` in ``update``.
+    weight_decay_mask: which leaves decay (the forms ``shared`` takes).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a tuple holding a
+    :class:`BalanceState` (find it with :func:`pub_optax.balance_state`).
 
   Non-finite gradients give non-finite updates and inner state, as in optax. To
   skip such steps with the whole state (weights included) left untouched, wrap
-  the transformation in :func:`pub_optax.apply_if_finite` — optax's own
-  ``apply_if_finite`` cannot wrap it, because it answers a rejected step with
-  zeros shaped like the stacked input instead of the params.
+  the transformation in :func:`pub_optax.apply_if_finite`.
 
   Example:
     >>> import jax.numpy as jnp, optax, pub_optax
@@ -244,159 +391,66 @@ def balance(
     >>> state = tx.init(params)
     >>> grads = {"w": jnp.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])}
     >>> updates, state = tx.update(grads, state, params)
-    >>> updates["w"].shape, state.weights.shape
+    >>> updates["w"].shape, pub_optax.balance_state(state).weights.shape
     ((3,), (2,))
   """
-  if level not in LEVELS:
-    raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-  if scaling not in SCALINGS:
-    raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
-  if per_task_state and level != "update":
-    raise ValueError(
-      "per_task_state=True needs level='update' (per-task inner states produce per-task updates)"
-    )
-  if not isinstance(num_tasks, jax.core.Tracer) and int(num_tasks) < 1:
-    raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-  if not isinstance(refresh_every, jax.core.Tracer) and int(refresh_every) < 1:
-    raise ValueError(f"refresh_every must be a positive number of steps, got {refresh_every}")
-  inner = optax.with_extra_args_support(inner)
+  core = scale_by_balance(
+    inner,
+    weighting,
+    num_tasks=num_tasks,
+    level=level,
+    shared=shared,
+    refresh_every=refresh_every,
+    scaling=scaling,
+    per_task_state=per_task_state,
+  )
+  parts = [core]
+  if not (isinstance(weight_decay, int | float) and weight_decay == 0):
+    parts.append(_decay(weight_decay, weight_decay_mask))
+  parts.append(optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(*parts)
 
-  def init_fn(params):
-    k = int(num_tasks)  # concrete at init, also under optax.inject_hyperparams
-    wdtype = _tree_dtype(params)
-    inner_state = inner.init(params)
-    if per_task_state:
-      inner_state = jax.tree.map(lambda s: jnp.repeat(jnp.asarray(s)[None], k, axis=0), inner_state)
-    return BalanceState(
-      count=jnp.zeros((), jnp.int32),
-      inner=inner_state,
-      weights=jnp.ones((k,), wdtype),
-      weighting=weighting.init(k, wdtype),
-      residual=jnp.zeros((), wdtype),
-    )
 
-  def update_fn(task_grads, state, params=None, *, task_losses=None, **extra):
-    k = state.weights.shape[0]
-    _check_task_axis(task_grads, k, params)
-    reference = (
-      params
-      if params is not None
-      else jax.tree.map(
-        lambda g: jax.ShapeDtypeStruct(g.shape[1:], g.dtype), task_grads, is_leaf=is_row_sparse
-      )
-    )
-    mask = resolve_shared(shared, reference)
-    if weighting.needs_losses:
-      if task_losses is None:
-        raise ValueError(
-          f"the {weighting.name!r} weighting needs the task losses: call update(..., task_losses=losses)"
-        )
-    if task_losses is not None and jnp.shape(task_losses) != (k,):
-      raise ValueError(f"task_losses must have shape (K,) = ({k},), got {jnp.shape(task_losses)}")
-    num_shared = sum(
-      math.prod(jnp.shape(r))
-      for r, m in zip(jax.tree.leaves(reference), jax.tree.leaves(mask))
-      if m
-    )
+def _decay(weight_decay, mask: SharedSpec) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights`` with a mask in any form :func:`resolve_shared` takes."""
+  if mask is None:
+    return optax.add_decayed_weights(weight_decay)
+  return optax.add_decayed_weights(weight_decay, lambda params: resolve_shared(mask, params))
 
-    # Row-sparse table gradients (pub_optax.sparse): the step below runs on the batch rows
-    # only; the rows outside move by one zero-gradient inner step, the same for every task.
-    tables = TableRows.of(task_grads)
-    if tables is None:
-      grads, inner_state, inner_params = task_grads, state.inner, params
-    else:
-      if per_task_state:
-        raise ValueError(
-          "per_task_state=True does not take row-sparse task gradients (it keeps K dense "
-          "inner states); pass dense gradients"
-        )
-      grads = tables.compact_grads
-      inner_params = None if params is None else tables.gather(params)
-      inner_state = tables.gather_state(inner, state.inner)
-      base_direction, base_state = tables.zero_gradient_step(inner, state.inner, params, **extra)
 
-    # 1. The vectors to balance: gradients, or the inner optimizer's per-task updates.
-    task_states = None
-    if level == "update":
-      state_axis = 0 if per_task_state else None
-      vectors, task_states = jax.vmap(
-        lambda g, s: inner.update(g, s, inner_params, **extra), in_axes=(0, state_axis)
-      )(grads, inner_state)
-    else:
-      vectors = grads
-    if tables is not None:
-      vectors = tables.zero_padding(vectors)
+def balance_state(opt_state) -> BalanceState | None:
+  """The :class:`BalanceState` inside any (chained, injected, wrapped) optimizer state.
 
-    # 2-4. Gram over shared leaves -> weights -> scaling, refreshed every N steps.
-    def solve():
-      if weighting.needs_gram:
-        gram = gram_matrix(vectors, mask)
-        if tables is not None and level == "update":  # rows outside the batch: d_k = base for all k
-          gram = gram + tables.untouched_sq_norm(base_direction, mask).astype(gram.dtype)
-      else:
-        gram = jnp.zeros((k, k), state.weights.dtype)
-      res = weighting.weigh(gram, state.weighting, task_losses)
-      raw = jnp.asarray(res.weights, state.weights.dtype)
-      return (
-        scale_weights(raw, scaling, num_shared),
-        res.state,
-        jnp.asarray(res.residual, state.residual.dtype),
-      )
+  Searches tuples, lists, dicts and NamedTuples depth first, so it finds the balancing
+  state under ``optax.chain``, ``optax.inject_hyperparams``,
+  :func:`pub_optax.apply_if_finite`, :func:`pub_optax.multi_steps` or ``nnx.Optimizer``'s
+  ``opt_state`` (after ``nnx.as_pure``). Its ``weights`` are the task weights of the last
+  step, ``residual`` the solver's diagnostic.
 
-    if isinstance(refresh_every, int) and refresh_every == 1:
-      weights, weighting_state, residual = solve()
-    else:
-      weights, weighting_state, residual = jax.lax.cond(
-        state.count % refresh_every == 0,
-        solve,
-        lambda: (state.weights, state.weighting, state.residual),
-      )
+  Returns:
+    The first :class:`BalanceState` found, or ``None``.
 
-    # 5. Combine: weighted sum on shared leaves, plain task sum elsewhere. Loss-level
-    # weightings define the loss Σ w_k L_k, so their weights reach every leaf.
-    weigh_all = not weighting.needs_gram
+  Example:
+    >>> import jax.numpy as jnp, optax, pub_optax
+    >>> tx = optax.chain(pub_optax.pub_adam(1e-3, num_tasks=2), optax.clip(1.0))
+    >>> state = tx.init(jnp.zeros(2))
+    >>> pub_optax.balance_state(state).weights.tolist()
+    [1.0, 1.0]
+  """
+  return _find_balance_state(unwrap_variables(opt_state))
 
-    def combine(stacked):
-      return jax.tree.map(
-        lambda x, m: weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, axis=0),
-        stacked,
-        mask,
-      )
 
-    if per_task_state:
-      direction, inner_state = combine(vectors), task_states
-    else:
-      committed, inner_state = inner.update(combine(grads), inner_state, inner_params, **extra)
-      if level == "update":
-        direction = jax.tree.map(
-          lambda v, c, m: weighted_sum(weights, v) if m else c, vectors, committed, mask
-        )
-      else:
-        direction = committed
-    if tables is not None:
-      # Outside the batch rows a balanced leaf moves by Σ_k α̂_k · base, a committed one by base.
-      total = jnp.sum(weights)
-      scale = jax.tree.map(lambda m: total if (m and level == "update") else 1.0, mask)
-      direction = tables.expand(direction, base_direction, scale)
-      inner_state = tables.merge_state(inner, base_state, inner_state)
-
-    if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
-      if params is None:
-        raise ValueError("weight_decay needs params: call update(grads, state, params)")
-      decay_mask = None if weight_decay_mask is None else resolve_shared(weight_decay_mask, params)
-      decay = optax.add_decayed_weights(weight_decay, decay_mask)
-      direction, _ = decay.update(direction, decay.init(params), params)
-
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    out_dtypes = reference
-    updates = jax.tree.map(lambda d, r: (-lr * d).astype(r.dtype), direction, out_dtypes)
-    new_state = BalanceState(
-      count=optax.safe_increment(state.count),
-      inner=inner_state,
-      weights=weights,
-      weighting=weighting_state,
-      residual=residual,
-    )
-    return updates, new_state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+def _find_balance_state(opt_state) -> BalanceState | None:
+  if isinstance(opt_state, BalanceState):
+    return opt_state
+  if isinstance(opt_state, dict):
+    children = opt_state.values()
+  elif isinstance(opt_state, tuple | list):
+    children = opt_state
+  else:
+    children = ()
+  for child in children:
+    found = _find_balance_state(child)
+    if found is not None:
+      return found
+  return None

@@ -1,7 +1,7 @@
 """Loss-level weightings that need the task losses: uncertainty weighting and FAMO.
 
 Both are :class:`~pub_optax.weightings.Weighting` objects with
-``needs_gram=False, needs_losses=True``: :func:`pub_optax.balance` skips the Gram
+``kind="loss", needs_losses=True``: :func:`pub_optax.balance` skips the Gram
 matrix and requires ``update(..., task_losses=losses)``, where ``losses`` is the
 ``(K,)`` vector of the current task losses (e.g. from
 :func:`pub_optax.value_and_task_grads`). Their learnable parameters live in the
@@ -84,7 +84,7 @@ def uncertainty(
     >>> w = uncertainty(learning_rate=0.05)
     >>> state, weigh = w.init(2, jnp.float32), jax.jit(w.weigh)
     >>> for _ in range(500):
-    ...   res = weigh(jnp.zeros((2, 2)), state, jnp.array([4.0, 0.5]))
+    ...   res = weigh(jnp.array([4.0, 0.5]), state)
     ...   state = res.state
     >>> [round(float(x), 2) for x in res.weights]  # -> 1 / L
     [0.25, 2.0]
@@ -99,7 +99,7 @@ def uncertainty(
     s = jnp.full((num_tasks,), init, jnp.promote_types(dtype, jnp.float32))
     return UncertaintyState(s, opt.init(s))
 
-  def weigh(gram, state, task_losses=None):
+  def weigh(task_losses, state):
     s = state.log_vars
     losses = _losses(task_losses, "uncertainty", s.shape[0], s.dtype)
     weights = jnp.exp(-s)
@@ -108,9 +108,7 @@ def uncertainty(
     new_s = optax.apply_updates(s, step)
     return WeightingResult(weights, UncertaintyState(new_s, opt_state), jnp.max(jnp.abs(grad)))
 
-  return Weighting(
-    init=init_fn, weigh=weigh, name="uncertainty", needs_gram=False, needs_losses=True
-  )
+  return Weighting(init=init_fn, weigh=weigh, name="uncertainty", kind="loss", needs_losses=True)
 
 
 class FAMOState(NamedTuple):
@@ -168,7 +166,7 @@ def famo(
     >>> from pub_optax import famo
     >>> w = famo()
     >>> state = w.init(2, jnp.float32)
-    >>> res = w.weigh(jnp.zeros((2, 2)), state, jnp.array([1.0, 3.0]))
+    >>> res = w.weigh(jnp.array([1.0, 3.0]), state)
     >>> [round(float(x), 2) for x in res.weights]  # z = 1/2: w ∝ 1/L
     [0.75, 0.25]
 
@@ -187,7 +185,7 @@ def famo(
     lower = jnp.asarray(min_losses, losses.dtype)
     return jnp.log(jnp.maximum(losses - lower, 0.0) + eps)
 
-  def weigh(gram, state, task_losses=None):
+  def weigh(task_losses, state):
     xi = state.logits
     losses = _losses(task_losses, "famo", xi.shape[0], xi.dtype)
     log_d = shifted_log(losses)
@@ -205,4 +203,4 @@ def famo(
     new_state = FAMOState(new_xi, opt_state, losses, jnp.ones((), bool))
     return WeightingResult(weights, new_state, jnp.zeros((), xi.dtype))
 
-  return Weighting(init=init_fn, weigh=weigh, name="famo", needs_gram=False, needs_losses=True)
+  return Weighting(init=init_fn, weigh=weigh, name="famo", kind="loss", needs_losses=True)

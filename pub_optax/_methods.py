@@ -597,12 +597,13 @@ def make_method(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> import pub_optax
     >>> from pub_optax import make_method
     >>> tx = make_method("mgda", 1e-3, num_tasks=2, weight_decay=1e-6)
     >>> params = jnp.ones(3)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), state, params)
-    >>> [round(float(w), 3) for w in state.weights]
+    >>> [round(float(w), 3) for w in pub_optax.balance_state(state).weights]
     [0.5, 0.5]
   """
   if name not in _REGISTRY:

@@ -57,7 +57,7 @@ def pub(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with :class:`~pub_optax.BalanceState`
-    (``state.weights`` are the applied weights, ``state.residual`` the solver's).
+    (``pub_optax.balance_state(state).weights`` are the applied weights).
 
   Example:
     >>> import jax.numpy as jnp, optax, pub_optax

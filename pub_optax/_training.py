@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pub_optax._balance import BalanceState
+from pub_optax._balance import balance_state
 from pub_optax._grads import value_and_task_grads
 
 
@@ -36,24 +36,6 @@ class StepOutput(NamedTuple):
   losses: jax.Array
   weights: jax.Array
   shared_update_rms: jax.Array
-
-
-def find_balance_state(opt_state) -> BalanceState | None:
-  """The :class:`~pub_optax.BalanceState` inside a (possibly wrapped) optimizer state, if any."""
-  if isinstance(opt_state, BalanceState):
-    return opt_state
-  children = (
-    opt_state.values()
-    if isinstance(opt_state, dict)
-    else opt_state
-    if isinstance(opt_state, (tuple, list))
-    else ()
-  )
-  for child in children:
-    found = find_balance_state(child)
-    if found is not None:
-      return found
-  return None
 
 
 def shared_update_rms(updates, mask) -> jax.Array:
@@ -112,7 +94,7 @@ def make_train_step(
       grads = to_task_grads(grads)
     updates, opt_state = tx.update(grads, opt_state, params, task_losses=losses)
     params = optax.apply_updates(params, updates)
-    balance = find_balance_state(opt_state)
+    balance = balance_state(opt_state)
     weights = balance.weights if balance is not None else jnp.full(losses.shape, jnp.nan)
     return StepOutput(
       params, new_rest, opt_state, losses, weights, shared_update_rms(updates, shared_mask)

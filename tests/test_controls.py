@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+import pub_optax
 from pub_optax._methods import METHODS, make_method
 
 
@@ -45,5 +46,7 @@ def test_pub_fixed_shared_update_is_sum_of_adam_lookaheads(num_tasks):
     want_shared = -lr * sum(d["shared"] for d in lookahead)
     np.testing.assert_allclose(updates["shared"], want_shared, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(updates["head"], -lr * committed["head"], rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(np.asarray(state.weights), np.ones(num_tasks))
+    np.testing.assert_array_equal(
+      np.asarray(pub_optax.balance_state(state).weights), np.ones(num_tasks)
+    )
     params = optax.apply_updates(params, updates)

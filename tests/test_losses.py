@@ -14,7 +14,7 @@ def _run(weighting, losses_seq):
   losses_seq = jnp.asarray(losses_seq, jnp.float32)
 
   def step(state, losses):
-    res = weighting.weigh(jnp.zeros((losses.shape[0],) * 2), state, losses)
+    res = weighting.weigh(losses, state)
     return res.state, res.weights
 
   state = weighting.init(losses_seq.shape[1], jnp.float32)
@@ -25,7 +25,7 @@ def test_uncertainty_weights_converge_to_inverse_losses():
   """For fixed losses the optimum of Σ exp(-s)L + s is s = log L: weights -> 1/L."""
   losses = np.array([4.0, 0.5, 1.0])
   w = uncertainty(learning_rate=0.02)
-  assert not w.needs_gram and w.needs_losses
+  assert w.kind == "loss" and w.needs_losses
   state, weights = _run(w, np.tile(losses, (1500, 1)))
   weights = np.asarray(weights)
   np.testing.assert_allclose(weights[0], 1.0)  # init s = 0

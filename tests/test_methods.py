@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pub_optax
 from pub_optax import toy
 from pub_optax._grads import value_and_task_grads
 from pub_optax._methods import METHODS, make_method, method_names
@@ -135,7 +136,7 @@ def test_unknown_name_and_unknown_hyper_parameters():
   with pytest.raises(TypeError, match="seed"):
     make_method("cagrad", 1e-3, num_tasks=2, seed=1)
   tx = make_method("cagrad", 1e-3, num_tasks=2, c=0.2, rescale=False, b1=0.8)  # accepted
-  assert tx.init(jnp.zeros(2)).weights.shape == (2,)
+  assert pub_optax.balance_state(tx.init(jnp.zeros(2))).weights.shape == (2,)
 
 
 def test_task_losses_of_the_wrong_size_fail_at_trace_time():

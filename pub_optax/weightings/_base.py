@@ -8,7 +8,7 @@ the inner optimizer's per-task *updates* (PUB) by :func:`pub_optax.balance`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,43 +32,69 @@ class WeightingResult(NamedTuple):
   residual: Array
 
 
+Kind = Literal["gram", "loss"]
+"""What a weighting reads: the Gram matrix of the task vectors, or only the task losses."""
+
+
 class Weighting(NamedTuple):
-  """A pure, jittable map from a Gram matrix to task weights.
+  """A pure, jittable rule that gives K task weights, of one of two kinds.
+
+  * ``kind="gram"``: ``weigh(gram, state, task_losses) -> WeightingResult``, with
+    ``gram`` the ``(K, K)`` Gram matrix of the task vectors (gradients or updates)
+    and ``task_losses`` the ``(K,)`` losses when ``needs_losses`` (else ``None``).
+  * ``kind="loss"``: ``weigh(task_losses, state) -> WeightingResult``; the weights
+    define the loss ``Σ_k w_k L_k``, so :func:`pub_optax.balance` builds no Gram
+    matrix and applies them to every leaf. ``task_losses`` is ``None`` unless
+    ``needs_losses`` (constant and random weightings read only their state).
 
   Attributes:
     init: ``init(num_tasks, dtype) -> state``.
-    weigh: ``weigh(gram, state, task_losses) -> WeightingResult``; ``gram`` is
-      ``(K, K)`` and ``task_losses`` is ``(K,)`` or ``None``.
+    weigh: see above.
     name: short name used in registries and error messages.
-    needs_gram: False for loss-level methods, so the Gram matrix is not built.
+    kind: ``"gram"`` or ``"loss"``.
     needs_losses: True when ``task_losses`` must be passed to ``update``.
   """
 
   init: Callable[[int, Any], Any]
-  weigh: Callable[[Array, Any, Array | None], WeightingResult]
+  weigh: Callable[..., WeightingResult]
   name: str
-  needs_gram: bool = True
+  kind: Kind = "gram"
   needs_losses: bool = False
 
 
-def stateless(name: str, fn: Callable[[Array], Any]) -> Weighting:
-  """Wraps a stateless ``fn(gram)`` as a :class:`Weighting`.
+def _no_state(num_tasks, dtype):
+  del num_tasks, dtype
+  return ()
 
-  ``fn`` returns the weights, or a plain ``(weights, residual)`` tuple when it has a
-  solver diagnostic to report (the residual is 0 otherwise).
+
+def stateless(name: str, fn: Callable[[Array], Array]) -> Weighting:
+  """A Gram weighting from a closed form ``fn(gram) -> weights`` (residual 0).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from pub_optax.weightings import stateless
+    >>> w = stateless("inverse_norm", lambda g: 1.0 / jnp.sqrt(jnp.diagonal(g)))
+    >>> w.weigh(jnp.diag(jnp.array([4.0, 1.0])), w.init(2, jnp.float32), None).weights.tolist()
+    [0.5, 1.0]
   """
-
-  def init(num_tasks, dtype):
-    del num_tasks, dtype
-    return ()
 
   def weigh(gram, state, task_losses=None):
     del task_losses
-    out = fn(gram)
-    weights, residual = out if type(out) is tuple else (out, jnp.zeros((), out.dtype))
+    weights = fn(gram)
+    return WeightingResult(weights, state, jnp.zeros((), weights.dtype))
+
+  return Weighting(init=_no_state, weigh=weigh, name=name)
+
+
+def stateless_solver(name: str, solve: Callable[[Array], tuple[Array, Array]]) -> Weighting:
+  """A Gram weighting from an iterative ``solve(gram) -> (weights, residual)``."""
+
+  def weigh(gram, state, task_losses=None):
+    del task_losses
+    weights, residual = solve(gram)
     return WeightingResult(weights, state, residual)
 
-  return Weighting(init=init, weigh=weigh, name=name)
+  return Weighting(init=_no_state, weigh=weigh, name=name)
 
 
 def solve_dtype(x: Array):

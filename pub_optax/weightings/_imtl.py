@@ -30,7 +30,7 @@ from pub_optax.weightings._base import (
   Weighting,
   check_gram,
   solve_dtype,
-  stateless,
+  stateless_solver,
   symmetric_gram,
   unit_gram,
 )
@@ -118,4 +118,4 @@ def imtl_g() -> Weighting:
     weights = imtl_g_weights(gram)
     return weights, imtl_g_residual(symmetric_gram(gram).astype(weights.dtype), weights)
 
-  return stateless("imtl_g", weights_and_residual)
+  return stateless_solver("imtl_g", weights_and_residual)

@@ -29,7 +29,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings._base import Weighting, check_gram, solve_dtype, stateless, unit_gram
+from pub_optax.weightings._base import (
+  Weighting,
+  check_gram,
+  solve_dtype,
+  stateless_solver,
+  unit_gram,
+)
 from pub_optax.weightings._qp import nonneg_qp
 
 Array = jax.Array
@@ -123,4 +129,4 @@ def mgda(max_iter: int | None = None) -> Weighting:
     res = mgda_weights(gram, max_iter=max_iter)
     return res.weights, res.residual
 
-  return stateless("mgda", weights_and_residual)
+  return stateless_solver("mgda", weights_and_residual)

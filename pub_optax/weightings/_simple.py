@@ -1,7 +1,7 @@
 """Fixed and random weightings: equal (1/K), ones (the plain sum) and RLW (random loss weighting).
 
-None of them looks at the Gram matrix (``needs_gram=False``, so
-:func:`pub_optax.balance` does not build it):
+None of them looks at the task vectors: they are ``kind="loss"`` weightings that read only
+their state, so :func:`pub_optax.balance` builds no Gram matrix for them.
 
 * ``equal()``: ``w_k = 1/K``, the gradient of the mean task loss.
 * ``ones()``: ``w_k = 1``, the gradient of the summed loss; AdaTask sums its
@@ -12,6 +12,8 @@ None of them looks at the Gram matrix (``needs_gram=False``, so
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -21,17 +23,17 @@ Array = jax.Array
 
 
 def _constant(name: str, value_fn) -> Weighting:
+  """Weights ``value_fn(K)`` for every task, held as the state."""
+
   def init(num_tasks, dtype):
-    del num_tasks, dtype
-    return ()
+    dtype = jnp.promote_types(dtype, jnp.float32)
+    return jnp.full((num_tasks,), value_fn(num_tasks), dtype)
 
-  def weigh(gram, state, task_losses=None):
+  def weigh(task_losses, state):
     del task_losses
-    k = gram.shape[0]
-    dtype = jnp.promote_types(gram.dtype, jnp.float32)
-    return WeightingResult(jnp.full((k,), value_fn(k), dtype), state, jnp.zeros((), dtype))
+    return WeightingResult(state, state, jnp.zeros((), state.dtype))
 
-  return Weighting(init=init, weigh=weigh, name=name, needs_gram=False)
+  return Weighting(init=init, weigh=weigh, name=name, kind="loss")
 
 
 def equal() -> Weighting:
@@ -41,7 +43,7 @@ def equal() -> Weighting:
     >>> import jax.numpy as jnp
     >>> from pub_optax.weightings import equal
     >>> w = equal()
-    >>> w.weigh(jnp.zeros((4, 4)), w.init(4, jnp.float32), None).weights.tolist()
+    >>> w.weigh(None, w.init(4, jnp.float32)).weights.tolist()
     [0.25, 0.25, 0.25, 0.25]
   """
   return _constant("equal", lambda k: 1.0 / k)
@@ -54,10 +56,17 @@ def ones() -> Weighting:
     >>> import jax.numpy as jnp
     >>> from pub_optax.weightings import ones
     >>> w = ones()
-    >>> w.weigh(jnp.zeros((3, 3)), w.init(3, jnp.float32), None).weights.tolist()
+    >>> w.weigh(None, w.init(3, jnp.float32)).weights.tolist()
     [1.0, 1.0, 1.0]
   """
   return _constant("sum", lambda k: 1.0)
+
+
+class RLWState(NamedTuple):
+  """State of :func:`rlw`: the PRNG key and the weights drawn last."""
+
+  key: Array
+  weights: Array
 
 
 def rlw(seed: int = 0) -> Weighting:
@@ -67,13 +76,13 @@ def rlw(seed: int = 0) -> Weighting:
     seed: seed of the PRNG key kept in the state (split at every call).
 
   Returns:
-    A Weighting named ``"rlw"`` whose state is a ``uint32`` PRNG key.
+    A loss-kind Weighting named ``"rlw"`` whose state is an :class:`RLWState`.
 
   Example:
     >>> import jax.numpy as jnp
     >>> from pub_optax.weightings import rlw
     >>> w = rlw(seed=0)
-    >>> res = w.weigh(jnp.zeros((3, 3)), w.init(3, jnp.float32), None)
+    >>> res = w.weigh(None, w.init(3, jnp.float32))
     >>> round(float(res.weights.sum()), 6), bool((res.weights > 0).all())
     (1.0, True)
 
@@ -83,15 +92,13 @@ def rlw(seed: int = 0) -> Weighting:
   """
 
   def init(num_tasks, dtype):
-    del num_tasks, dtype
-    return jax.random.PRNGKey(seed)
+    dtype = jnp.promote_types(dtype, jnp.float32)
+    return RLWState(jax.random.PRNGKey(seed), jnp.full((num_tasks,), 1.0 / num_tasks, dtype))
 
-  def weigh(gram, state, task_losses=None):
+  def weigh(task_losses, state):
     del task_losses
-    k = gram.shape[0]
-    dtype = jnp.promote_types(gram.dtype, jnp.float32)
-    key, sub = jax.random.split(state)
-    weights = jax.nn.softmax(jax.random.normal(sub, (k,), dtype))
-    return WeightingResult(weights, key, jnp.zeros((), dtype))
+    key, sub = jax.random.split(state.key)
+    weights = jax.nn.softmax(jax.random.normal(sub, state.weights.shape, state.weights.dtype))
+    return WeightingResult(weights, RLWState(key, weights), jnp.zeros((), weights.dtype))
 
-  return Weighting(init=init, weigh=weigh, name="rlw", needs_gram=False)
+  return Weighting(init=init, weigh=weigh, name="rlw", kind="loss")

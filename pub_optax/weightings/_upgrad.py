@@ -24,7 +24,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings._base import Weighting, check_gram, solve_dtype, stateless, symmetric_gram
+from pub_optax.weightings._base import (
+  Weighting,
+  check_gram,
+  solve_dtype,
+  stateless_solver,
+  symmetric_gram,
+)
 from pub_optax.weightings._qp import nonneg_qp
 
 Array = jax.Array
@@ -106,6 +112,6 @@ def upgrad(
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", arXiv 2406.16232.
   """
 
-  return stateless(
+  return stateless_solver(
     "upgrad", lambda gram: tuple(upgrad_weights(gram, pref, reg_eps=reg_eps, max_iter=max_iter))
   )

@@ -61,7 +61,7 @@ def test_min_norm_matches_cvxpy_qp(x64):
 def test_exact_values_on_the_example(x64):
   """J = [[-4, 1, 1], [6, 1, 1]]: the min-norm point is (0, 1, 1), at w = (0.6, 0.4)."""
   w = mgda()
-  assert w.name == "mgda" and w.needs_gram and not w.needs_losses
+  assert w.name == "mgda" and w.kind == "gram" and not w.needs_losses
   res = jax.jit(w.weigh)(jnp.asarray(EXAMPLE_GRAM), w.init(2, jnp.float64), None)
   np.testing.assert_allclose(np.asarray(res.weights), [0.6, 0.4], rtol=1e-14)
   ref = reference_mgda(np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]))
