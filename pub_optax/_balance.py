@@ -172,9 +172,11 @@ class _Step(NamedTuple):
     """The balanced direction and the new inner state."""
     weigh_all = self.weighting.kind == "loss"
 
-    def mix(stacked):
+    def mix(stacked):  # in the gradients' dtype, so the inner state keeps its dtypes
       return jax.tree.map(
-        lambda x, m: weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, axis=0),
+        lambda x, m: (weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, 0)).astype(
+          x.dtype
+        ),
         stacked,
         mask,
       )
@@ -368,8 +370,8 @@ def balance(
   the decay step is left out when ``weight_decay`` is the literal 0.
 
   Args:
-    inner, weighting, num_tasks, level, shared, refresh_every, scaling,
-      per_task_state: see :func:`scale_by_balance`.
+    inner, weighting, num_tasks, level, shared, refresh_every, scaling, per_task_state:
+      see :func:`scale_by_balance`.
     learning_rate: float or optax schedule (``η``).
     weight_decay: decoupled weight decay ``λ`` (``Δθ −= η·λ·θ``), applied once per
       step; needs ``params`` in ``update``.

@@ -96,7 +96,7 @@ def resolve_shared(shared: SharedSpec, reference) -> Any:
   if bad:
     raise ValueError(
       "the `shared` mask must hold static Python bools (it decides the program's "
-      f"structure); non-bool leaves at {bad[:5]}"
+      f"structure); non-bool leaves at {', '.join(bad[:5])}"
     )
   used, flags = set(), []
   for path, _ in _paths(reference):
@@ -104,11 +104,13 @@ def resolve_shared(shared: SharedSpec, reference) -> Any:
     if prefix is None:
       raise ValueError(
         f"the `shared` mask does not cover the parameter at {_show(path)}: give a bool for "
-        f"it or for one of its parents (mask entries: {[_show(p) for p in list(entries)[:8]]})"
+        f"it or for one of its parents (mask entries: {', '.join(_show(p) for p in list(entries)[:8])})"
       )
     used.add(prefix)
     flags.append(bool(entries[prefix]))
   unused = [_show(p) for p in entries if p not in used]
   if unused:
-    raise ValueError(f"the `shared` mask has entries that match no parameter: {unused[:5]}")
+    raise ValueError(
+      f"the `shared` mask has entries that match no parameter: {', '.join(unused[:5])}"
+    )
   return jax.tree.unflatten(structure, flags)
