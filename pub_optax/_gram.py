@@ -17,45 +17,94 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 # XLA:CPU runs the skinny (K x n)(n x K) product of a large leaf far below memory speed;
 # cutting the long axis into independent lanes and reducing elementwise products vectorises
-# (10x faster at K=2 on the 28M embedding coordinates of the paper-size MMoE: the gram columns
-# of benchmarks/step.py). On an H200 it was not faster at K=8, so other backends keep the matmul.
+# there. GPUs and TPUs run the matmul well, so "auto" keeps it everywhere but on CPU. The
+# choice is made by the platform the program is lowered for (lax.platform_dependent), not by
+# the host that traces it, so a step exported or compiled ahead of time for a GPU on a CPU
+# host carries the matmul.
 _LANES = 1024
 _LANES_FROM = 1 << 15
+_REDUCTIONS = ("auto", "matmul", "lanes")
 
 
-def leaf_gram(flat: Array, reduction: str = "auto") -> Array:
-  """``flat @ flat.T`` for one ``(K, n)`` leaf, accumulated in float32 or wider.
-
-  ``reduction`` is ``"matmul"``, ``"lanes"`` (elementwise products summed over
-  lanes of the long axis, for leaves of at least 2^15 coordinates that split
-  into 16 or more lanes; smaller leaves take the matmul) or ``"auto"``: lanes on
-  CPU, the matmul elsewhere. Both give the same matrix up to rounding.
-  """
-  if reduction not in ("auto", "matmul", "lanes"):
-    raise ValueError(f"reduction must be 'auto', 'matmul' or 'lanes', got {reduction!r}")
-  if reduction == "auto":
-    reduction = "lanes" if jax.default_backend() == "cpu" else "matmul"
-  acc = jnp.promote_types(flat.dtype, jnp.float32)
-  k, n = flat.shape
-  lanes = math.gcd(n, _LANES)
-  if reduction == "lanes" and n >= _LANES_FROM and lanes >= 16:
-    v = flat.astype(acc).reshape(k, n // lanes, lanes)
-    return jnp.sum(jnp.sum(v[:, None] * v[None, :], axis=2), axis=-1)
+def _matmul_gram(flat: Array, acc) -> Array:
   return jnp.matmul(flat, flat.T, precision=_HIGHEST, preferred_element_type=acc).astype(acc)
 
 
-def gram_matrix(vectors, mask) -> Array:
-  """``M = D Dᵀ`` over the leaves where ``mask`` is True, accumulated in float32 or wider.
+def _lanes_gram(flat: Array, acc, lanes: int) -> Array:
+  k, n = flat.shape
+  v = flat.astype(acc).reshape(k, n // lanes, lanes)
+  return jnp.sum(jnp.sum(v[:, None] * v[None, :], axis=2), axis=-1)
+
+
+def leaf_gram(flat: Array, reduction: str = "auto") -> Array:
+  r"""``flat @ flat.T`` for one ``(K, n)`` leaf, accumulated in float32 or wider.
+
+  .. math:: M_{ij} = \sum_{c=1}^{n} x_{ic}\, x_{jc}
+
+  The two reductions give the same matrix up to rounding:
+
+  * ``"matmul"``: one ``(K, n) @ (n, K)`` product (``stablehlo.dot_general``).
+  * ``"lanes"``: the long axis cut into ``L`` lanes (``L = gcd(n, 1024)``), the
+    elementwise products ``x_i * x_j`` summed over the ``n / L`` rows of each lane,
+    then over the lanes. Used for leaves of at least 2^15 coordinates that split
+    into 16 or more lanes; smaller leaves take the matmul.
+  * ``"auto"``: lanes when the program runs on CPU, the matmul on every other
+    platform, chosen with :func:`jax.lax.platform_dependent` when the program is
+    lowered, so a step traced on a CPU host for a GPU (export, ahead-of-time
+    compilation) carries the matmul.
+
+  Args:
+    flat: ``(K, n)`` array, one task per row.
+    reduction: ``"auto"``, ``"matmul"`` or ``"lanes"``.
+
+  Returns:
+    ``(K, K)`` matrix in the wider of ``flat.dtype`` and float32.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from pub_optax._gram import leaf_gram
+    >>> leaf_gram(jnp.array([[1.0, 2.0], [3.0, 4.0]])).tolist()
+    [[5.0, 11.0], [11.0, 25.0]]
+  """
+  if reduction not in _REDUCTIONS:
+    raise ValueError(f"reduction must be 'auto', 'matmul' or 'lanes', got {reduction!r}")
+  acc = jnp.promote_types(flat.dtype, jnp.float32)
+  k, n = flat.shape
+  lanes = math.gcd(n, _LANES)
+  if reduction == "matmul" or n < _LANES_FROM or lanes < 16:
+    return _matmul_gram(flat, acc)
+  if reduction == "lanes":
+    return _lanes_gram(flat, acc, lanes)
+  return jax.lax.platform_dependent(
+    flat,
+    cpu=lambda x: _lanes_gram(x, acc, lanes),
+    default=lambda x: _matmul_gram(x, acc),
+  )
+
+
+def gram_matrix(vectors, mask, reduction: str = "auto") -> Array:
+  r"""``M = D Dᵀ`` over the leaves where ``mask`` is True, accumulated in float32 or wider.
+
+  .. math:: M_{ij} = \sum_{\text{leaf } \ell,\ \text{mask}_\ell} \langle d_i^\ell, d_j^\ell \rangle
 
   Args:
     vectors: pytree whose leaves are ``(K, ...)``.
     mask: pytree of Python bools with the structure of ``vectors``.
+    reduction: per-leaf reduction, see :func:`leaf_gram` (``"auto"`` chooses by the
+      platform the program is lowered for).
 
   Returns:
     ``(K, K)`` Gram matrix (float32, or float64 for float64 inputs).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from pub_optax._gram import gram_matrix
+    >>> d = {"a": jnp.array([[1.0, 0.0], [1.0, 1.0]]), "b": jnp.array([[2.0], [0.0]])}
+    >>> gram_matrix(d, {"a": True, "b": False}).tolist()
+    [[1.0, 1.0], [1.0, 2.0]]
   """
   grams = [
-    leaf_gram(v.reshape(v.shape[0], -1))
+    leaf_gram(v.reshape(v.shape[0], -1), reduction)
     for v, m in zip(jax.tree.leaves(vectors), jax.tree.leaves(mask))
     if m
   ]
@@ -65,6 +114,20 @@ def gram_matrix(vectors, mask) -> Array:
 
 
 def weighted_sum(weights: Array, stacked: Array) -> Array:
-  """``Σ_k w_k x_k`` over the leading axis, accumulated in the wider of both dtypes."""
+  r"""``Σ_k w_k x_k`` over the leading axis, accumulated in the wider of both dtypes.
+
+  Args:
+    weights: ``(K,)`` weights.
+    stacked: ``(K, ...)`` array.
+
+  Returns:
+    ``stacked.shape[1:]`` array in the wider of both dtypes.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from pub_optax._gram import weighted_sum
+    >>> weighted_sum(jnp.array([0.5, 2.0]), jnp.array([[2.0, 4.0], [1.0, 1.0]])).tolist()
+    [3.0, 4.0]
+  """
   acc = jnp.promote_types(weights.dtype, stacked.dtype)
   return jnp.tensordot(weights.astype(acc), stacked.astype(acc), axes=1, precision=_HIGHEST)

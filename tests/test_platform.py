@@ -1,0 +1,76 @@
+"""The Gram reduction is chosen by the platform the program is lowered for, not by the host.
+
+Lowering for ``cuda`` or ``tpu`` needs no such device: ``jit(f).trace(...).lower(
+lowering_platforms=...)`` emits StableHLO for that platform on any host.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pub_optax._gram import gram_matrix, leaf_gram
+
+K, N = 3, 1 << 16  # one large leaf: 64 lanes of 1024
+LANES_PRODUCT = f"tensor<{K}x{K}x{N // 1024}x1024xf32>"  # the lanes path's elementwise products
+
+
+def _tree():
+  rng = np.random.default_rng(0)
+  return {
+    "big": jnp.asarray(rng.normal(size=(K, 64, 1024)), jnp.float32),
+    "small": jnp.asarray(rng.normal(size=(K, 10)), jnp.float32),
+  }
+
+
+MASK = {"big": True, "small": True}
+
+
+def _lowered(platform: str, reduction: str = "auto") -> str:
+  fn = jax.jit(lambda t: gram_matrix(t, MASK, reduction))
+  return fn.trace(_tree()).lower(lowering_platforms=(platform,)).as_text()
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_accelerators_get_the_matmul(platform):
+  text = _lowered(platform)
+  assert text.count("stablehlo.dot_general") == 2  # the large leaf and the small one
+  assert LANES_PRODUCT not in text
+
+
+def test_cpu_gets_the_lanes_reduction():
+  text = _lowered("cpu")
+  assert LANES_PRODUCT in text
+  assert text.count("stablehlo.dot_general") == 1  # only the small leaf
+
+
+def test_both_platforms_in_one_program_keep_both_branches():
+  fn = jax.jit(lambda t: gram_matrix(t, MASK))
+  text = fn.trace(_tree()).lower(lowering_platforms=("cpu", "cuda")).as_text()
+  # a runtime platform index selects the branch; dot_general itself is lowered per platform
+  assert "_platform_index" in text and LANES_PRODUCT in text and "stablehlo.dot_general" in text
+
+
+@pytest.mark.parametrize("platform", ["cpu", "cuda"])
+def test_explicit_reductions_ignore_the_platform(platform):
+  matmul, lanes = _lowered(platform, "matmul"), _lowered(platform, "lanes")
+  assert LANES_PRODUCT not in matmul and matmul.count("stablehlo.dot_general") == 2
+  assert LANES_PRODUCT in lanes and lanes.count("stablehlo.dot_general") == 1
+
+
+def test_results_equal_on_cpu():
+  tree = _tree()
+  flat = np.concatenate([np.asarray(v, np.float64).reshape(K, -1) for v in tree.values()], axis=1)
+  exact = flat @ flat.T
+  got = {
+    r: np.asarray(jax.jit(lambda t, r=r: gram_matrix(t, MASK, r))(tree))
+    for r in ("auto", "lanes", "matmul")
+  }
+  np.testing.assert_array_equal(got["auto"], got["lanes"])  # CPU runs the lanes branch
+  for g in got.values():
+    np.testing.assert_allclose(g, exact, rtol=2e-5)
+  big = tree["big"].reshape(K, -1)
+  np.testing.assert_array_equal(
+    np.asarray(jax.jit(leaf_gram)(big)),
+    np.asarray(jax.jit(leaf_gram, static_argnums=1)(big, "lanes")),
+  )
