@@ -9,9 +9,9 @@ from pub_optax._balance import SharedSpec, balance
 from pub_optax.weightings._base import Weighting
 from pub_optax.weightings._nash import nash
 
-# Settled by benchmarks/ranking.py (README, "The weight scaling"): convex keeps Adam's step size,
-# so rates tuned for equal weighting carry over, and it was never far behind; rms won the toy but
-# lost badly on Multi-Fashion.
+# Convex weights keep the inner optimizer's step size (identical tasks give exactly the inner
+# step), so learning rates tuned for equal weighting carry over; the ranking study in
+# benchmarks/ranking.py compares the three scalings.
 DEFAULT_SCALING = "convex"
 
 
@@ -49,8 +49,8 @@ def pub(
     direction: learning-rate-free inner transformation, e.g. ``optax.scale_by_adam()``.
     learning_rate: float or schedule.
     num_tasks: K.
-    shared, refresh_every, scaling, per_task_state, weight_decay,
-      weight_decay_mask: see :func:`pub_optax.balance`.
+    shared, refresh_every, scaling, per_task_state, weight_decay, weight_decay_mask:
+      see :func:`pub_optax.balance`.
     weighting: defaults to :func:`pub_optax.weightings.nash`; any other
       weighting gives update-level balancing with that rule.
     scaling: ``None`` picks ``"convex"`` (:data:`DEFAULT_SCALING`).
@@ -116,9 +116,9 @@ def pub_adam(
     b1, b2, eps: Adam's hyper-parameters.
     weight_decay: decoupled (AdamW-style) weight decay.
     num_tasks: K.
-    shared, refresh_every, scaling, per_task_state, weighting,
-      weight_decay_mask: see :func:`pub` (spelled out rather than ``**kwargs`` so
-      that ``optax.inject_hyperparams(pub_adam)`` can bind them).
+    shared, refresh_every, scaling, per_task_state, weighting, weight_decay_mask:
+      see :func:`pub` (spelled out rather than ``**kwargs`` so that
+      ``optax.inject_hyperparams(pub_adam)`` can bind them).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
