@@ -108,7 +108,7 @@ def scale_by_clippy_adam(
   r"""Adam direction shrunk per tensor so that the step ``η·r·u`` stays within ``λ_rel|w| + λ_abs``.
 
   With Adam's bias-corrected direction ``u = m̂ / (sqrt(v̂) + eps)`` and the
-  parameters ``w`` of a tensor, Clippy computes one factor per tensor
+  parameters ``w`` of a tensor, Clippy computes one factor per tensor::
 
     r = min(1, min_j (λ_rel |w_j| + λ_abs) / (η |u_j|))
 
