@@ -26,7 +26,6 @@ for methods that solve for weights. Method-specific ones are listed in
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -72,301 +71,97 @@ class MethodInfo(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- builders
+# Every builder is ``build(learning_rate, num_tasks, shared, h)`` with ``h`` the method's full
+# hyper-parameters: the Adam and weight-decay ones below, shared by every method, plus the
+# method's own (declared at registration with their defaults).
+
+_COMMON = {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "weight_decay_mask": None}
+_REFRESH = {"refresh_every": 1}
+_CLIP = {"lambda_rel": 0.5, "lambda_abs": 1e-2}
 
 
-def _adam_balance(
-  weighting: Weighting,
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1,
-  b2,
-  eps,
-  weight_decay,
-  weight_decay_mask,
-  refresh_every=1,
-  inner=None,
-):
-  return balance(
-    optax.scale_by_adam(b1, b2, eps) if inner is None else inner,
-    weighting,
-    learning_rate,
-    num_tasks=num_tasks,
-    level="gradient",
-    shared=shared,
-    refresh_every=refresh_every,
-    scaling="raw",
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
+def _adam(h):
+  return optax.scale_by_adam(h["b1"], h["b2"], h["eps"])
+
+
+def _clippy(learning_rate, h):
+  return scale_by_clippy_adam(
+    learning_rate, h["b1"], h["b2"], h["eps"], h["lambda_rel"], h["lambda_abs"]
   )
 
 
-def _gram_method(factory: Callable[..., Weighting]):
-  """A gradient-level builder whose extra keyword arguments go to ``factory``."""
+def _decay(h):
+  return {"weight_decay": h["weight_decay"], "weight_decay_mask": h["weight_decay_mask"]}
 
-  def build(
-    learning_rate,
-    num_tasks,
-    shared,
-    *,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
-    weight_decay=0.0,
-    weight_decay_mask=None,
-    refresh_every=1,
-    **specific,
-  ):
-    return _adam_balance(
-      factory(**specific),
+
+def _on_gradients(weighting: Weighting, inner=None):
+  """Weights from the gradients; their weighted sum feeds Adam (or ``inner``)."""
+
+  def build(learning_rate, num_tasks, shared, h):
+    return balance(
+      _adam(h) if inner is None else inner(learning_rate, h),
+      weighting if isinstance(weighting, Weighting) else weighting(h),
       learning_rate,
-      num_tasks,
-      shared,
-      b1=b1,
-      b2=b2,
-      eps=eps,
-      weight_decay=weight_decay,
-      weight_decay_mask=weight_decay_mask,
-      refresh_every=refresh_every,
+      num_tasks=num_tasks,
+      level="gradient",
+      shared=shared,
+      refresh_every=h.get("refresh_every", 1),
+      scaling="raw",
+      **_decay(h),
     )
 
-  build.factory = factory
   return build
 
 
-def _build_equal(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-):
-  return _adam_balance(
-    equal(),
-    learning_rate,
-    num_tasks,
-    shared,
-    b1=b1,
-    b2=b2,
-    eps=eps,
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
-  )
+def _on_updates(scaling=None, per_task_state=False, inner=None):
+  """PUB: Nash weights on the inner optimizer's per-task updates."""
 
-
-def _build_rlw(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-  seed=0,
-):
-  return _adam_balance(
-    rlw(seed),
-    learning_rate,
-    num_tasks,
-    shared,
-    b1=b1,
-    b2=b2,
-    eps=eps,
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
-  )
-
-
-def _build_uncertainty(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-  weight_learning_rate=None,
-  init_log_var=0.0,
-):
-  lr = learning_rate if weight_learning_rate is None else weight_learning_rate
-  return _adam_balance(
-    uncertainty(lr, init=init_log_var, b1=b1, b2=b2, eps=eps),
-    learning_rate,
-    num_tasks,
-    shared,
-    b1=b1,
-    b2=b2,
-    eps=eps,
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
-  )
-
-
-def _build_famo(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-  weight_learning_rate=0.025,
-  gamma=0.01,
-  min_losses=0.0,
-):
-  return _adam_balance(
-    famo(weight_learning_rate, gamma=gamma, min_losses=min_losses),
-    learning_rate,
-    num_tasks,
-    shared,
-    b1=b1,
-    b2=b2,
-    eps=eps,
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
-  )
-
-
-def _pub_builder(scaling: str | None, per_task_state: bool = False):
-  def build(
-    learning_rate,
-    num_tasks,
-    shared,
-    *,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
-    weight_decay=0.0,
-    weight_decay_mask=None,
-    refresh_every=1,
-  ):
+  def build(learning_rate, num_tasks, shared, h):
     return pub(
-      optax.scale_by_adam(b1, b2, eps),
+      _adam(h) if inner is None else inner(learning_rate, h),
       learning_rate,
       num_tasks=num_tasks,
       shared=shared,
-      refresh_every=refresh_every,
+      refresh_every=h["refresh_every"],
       scaling=scaling,
       per_task_state=per_task_state,
-      weight_decay=weight_decay,
-      weight_decay_mask=weight_decay_mask,
+      **_decay(h),
     )
 
   return build
 
 
-def _build_pub_clippy(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-  refresh_every=1,
-  lambda_rel=0.5,
-  lambda_abs=1e-2,
-):
-  direction = scale_by_clippy_adam(learning_rate, b1, b2, eps, lambda_rel, lambda_abs)
-  return pub(
-    direction,
-    learning_rate,
-    num_tasks=num_tasks,
-    shared=shared,
-    refresh_every=refresh_every,
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
-  )
-
-
-def _build_pub_fixed(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-):
+def _build_pub_fixed(learning_rate, num_tasks, shared, h):
   # Control: the public PUB code's effective behaviour (its solver fails silently, so the
   # weights stay 1): shared leaves move by -lr * sum_k d_k, the K Adam look-ahead updates.
   return balance(
-    optax.scale_by_adam(b1, b2, eps),
+    _adam(h),
     ones(),
     learning_rate,
     num_tasks=num_tasks,
     level="update",
     shared=shared,
     scaling="raw",
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
+    **_decay(h),
   )
 
 
-def _build_adatask(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-):
+def _build_adatask(learning_rate, num_tasks, shared, h):
   return adatask(
-    learning_rate,
-    b1,
-    b2,
-    eps,
-    weight_decay,
-    num_tasks=num_tasks,
-    shared=shared,
-    weight_decay_mask=weight_decay_mask,
+    learning_rate, h["b1"], h["b2"], h["eps"], num_tasks=num_tasks, shared=shared, **_decay(h)
   )
 
 
-def _build_clippy_adam(
-  learning_rate,
-  num_tasks,
-  shared,
-  *,
-  b1=0.9,
-  b2=0.999,
-  eps=1e-8,
-  weight_decay=0.0,
-  weight_decay_mask=None,
-  lambda_rel=0.5,
-  lambda_abs=1e-2,
-):
-  inner = scale_by_clippy_adam(learning_rate, b1, b2, eps, lambda_rel, lambda_abs)
-  return _adam_balance(
-    ones(),
-    learning_rate,
-    num_tasks,
-    shared,
-    b1=b1,
-    b2=b2,
-    eps=eps,
-    weight_decay=weight_decay,
-    weight_decay_mask=weight_decay_mask,
-    inner=inner,
-  )
+def _uncertainty(learning_rate):
+  def make(h):
+    rate = learning_rate if h["weight_learning_rate"] is None else h["weight_learning_rate"]
+    return uncertainty(rate, init=h["init_log_var"], b1=h["b1"], b2=h["b2"], eps=h["eps"])
+
+  return make
+
+
+def _build_uncertainty(learning_rate, num_tasks, shared, h):
+  return _on_gradients(_uncertainty(learning_rate))(learning_rate, num_tasks, shared, h)
 
 
 _NAV = "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022"
@@ -377,176 +172,33 @@ _ADATASK = "Yang et al., AdaTask: A Task-Aware Adaptive Learning Rate Approach t
 _REGISTRY: dict[str, tuple[MethodInfo, Callable[..., Any]]] = {}
 
 
-def _register(name, builder, description, reference, level, needs_losses=False, row_sparse=True):
-  hyper = {}
-  for fn in (builder, getattr(builder, "factory", None)):
-    if fn is not None:
-      params = inspect.signature(fn).parameters
-      hyper.update(
-        {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-      )
-  _REGISTRY[name] = (
-    MethodInfo(description, reference, needs_losses, level, hyper, row_sparse),
-    builder,
-  )
+def _register(name, build, description, reference, level, hyper=(), **flags):
+  """Registers ``build`` with the common hyper-parameters and the method's own ``hyper``."""
+  info = MethodInfo(description, reference, flags.get("needs_losses", False), level,
+                    {**_COMMON, **dict(hyper)}, flags.get("row_sparse", True))  # fmt: skip
+  _REGISTRY[name] = (info, build)
 
 
-_register(
-  "equal",
-  _build_equal,
-  "Adam on the mean of the task losses (equal weights 1/K)",
-  "linear scalarisation baseline",
-  "gradient",
-)
-_register(
-  "pub",
-  _pub_builder(None),
-  "PUB: Nash bargaining over per-task Adam updates, weights summing to 1 (default)",
-  _PUB,
-  "update",
-)
-_register(
-  "pub_rms",
-  _pub_builder("rms"),
-  "PUB with the Nash direction rescaled to unit RMS per shared coordinate",
-  _PUB,
-  "update",
-)
-_register(
-  "pub_raw",
-  _pub_builder("raw"),
-  "PUB with the raw Nash weights (the published scaling)",
-  _PUB,
-  "update",
-)
-_register(
-  "pub_convex",
-  _pub_builder("convex"),
-  "PUB with Nash weights normalised to sum to 1",
-  _PUB,
-  "update",
-)
-_register(
-  "pub_adatask",
-  _pub_builder(None, per_task_state=True),
-  "PUB over AdaTask's per-task Adam updates (one Adam state per task)",
-  f"{_PUB}; {_ADATASK}",
-  "update",
-  row_sparse=False,
-)
-_register(
-  "pub_clippy",
-  _build_pub_clippy,
-  "PUB over per-task Clippy-Adam updates",
-  f"{_PUB}; {_CLIPPY}",
-  "update",
-  row_sparse=False,
-)
-_register(
-  "pub_fixed",
-  _build_pub_fixed,
-  "control: PUB with the task weights stuck at 1, as the public code runs",
-  _PUB,
-  "update",
-)
-_register(
-  "nash_mtl",
-  _gram_method(lambda: nash()),
-  "Nash-MTL: Nash bargaining weights α_k(Gα)_k = 1 on the task gradients",
-  _NAV,
-  "gradient",
-)
-_register(
-  "mgda",
-  _gram_method(lambda: mgda()),
-  "MGDA: min-norm convex combination of the task gradients",
-  "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018",
-  "gradient",
-)
-_register(
-  "imtl_g",
-  _gram_method(lambda: imtl_g()),
-  "IMTL-G: equal projections of the joint gradient onto every task gradient",
-  "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021",
-  "gradient",
-)
-_register(
-  "upgrad",
-  _gram_method(lambda: upgrad()),
-  "UPGrad: mean of the projections of each gradient onto the dual cone",
-  "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization, arXiv 2406.16232",
-  "gradient",
-)
-
-
-def _pcgrad(*, seed=0):
-  return pcgrad(seed)
-
-
-def _cagrad(*, c=0.4, rescale=True):
-  return cagrad(c, rescale=rescale)
-
-
-_register(
-  "pcgrad",
-  _gram_method(_pcgrad),
-  "PCGrad: project away conflicting components in random order",
-  "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
-  "gradient",
-)
-_register(
-  "cagrad",
-  _gram_method(_cagrad),
-  "CAGrad: maximise the worst task improvement in a ball around the mean gradient",
-  "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021",
-  "gradient",
-)
-_register(
-  "aligned_mtl",
-  _gram_method(lambda: aligned_mtl()),
-  "Aligned-MTL: align task gradients to an orthogonal, equally scaled system",
-  "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023",
-  "gradient",
-)
-_register(
-  "rlw",
-  _build_rlw,
-  "RLW: random softmax-of-Gaussian task weights at every step",
-  "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022",
-  "gradient",
-)
-_register(
-  "uncertainty",
-  _build_uncertainty,
-  "Uncertainty weighting: weights exp(-s_k), log-variances learned on Σ exp(-s)L + s",
-  "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses, CVPR 2018",
-  "loss",
-  needs_losses=True,
-)
-_register(
-  "famo",
-  _build_famo,
-  "FAMO: loss weights from logits adapted to the log-loss decrease",
-  "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023",
-  "loss",
-  needs_losses=True,
-)
-_register(
-  "adatask",
-  _build_adatask,
-  "AdaTask: separate Adam moments per task on shared parameters, summed",
-  _ADATASK,
-  "update",
-  row_sparse=False,
-)
-_register(
-  "clippy_adam",
-  _build_clippy_adam,
-  "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs",
-  _CLIPPY,
-  "gradient",
-  row_sparse=False,
-)
+_register("equal", _on_gradients(equal()), "Adam on the mean of the task losses (equal weights 1/K)", "linear scalarisation baseline", "gradient")  # fmt: skip
+_register("pub", _on_updates(), "PUB: Nash bargaining over per-task Adam updates, weights summing to 1 (default)", _PUB, "update", _REFRESH)  # fmt: skip
+_register("pub_rms", _on_updates("rms"), "PUB with the Nash direction rescaled to unit RMS per shared coordinate", _PUB, "update", _REFRESH)  # fmt: skip
+_register("pub_raw", _on_updates("raw"), "PUB with the raw Nash weights (the published scaling)", _PUB, "update", _REFRESH)  # fmt: skip
+_register("pub_convex", _on_updates("convex"), "PUB with Nash weights normalised to sum to 1", _PUB, "update", _REFRESH)  # fmt: skip
+_register("pub_adatask", _on_updates(per_task_state=True), "PUB over AdaTask's per-task Adam updates (one Adam state per task)", f"{_PUB}; {_ADATASK}", "update", _REFRESH, row_sparse=False)  # fmt: skip
+_register("pub_clippy", _on_updates(inner=_clippy), "PUB over per-task Clippy-Adam updates", f"{_PUB}; {_CLIPPY}", "update", {**_REFRESH, **_CLIP}, row_sparse=False)  # fmt: skip
+_register("pub_fixed", _build_pub_fixed, "control: PUB with the task weights stuck at 1, as the public code runs", _PUB, "update")  # fmt: skip
+_register("nash_mtl", _on_gradients(nash()), "Nash-MTL: Nash bargaining weights α_k(Gα)_k = 1 on the task gradients", _NAV, "gradient", _REFRESH)  # fmt: skip
+_register("mgda", _on_gradients(mgda()), "MGDA: min-norm convex combination of the task gradients", "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018", "gradient", _REFRESH)  # fmt: skip
+_register("imtl_g", _on_gradients(imtl_g()), "IMTL-G: equal projections of the joint gradient onto every task gradient", "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021", "gradient", _REFRESH)  # fmt: skip
+_register("upgrad", _on_gradients(upgrad()), "UPGrad: mean of the projections of each gradient onto the dual cone", "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization, arXiv 2406.16232", "gradient", _REFRESH)  # fmt: skip
+_register("pcgrad", _on_gradients(lambda h: pcgrad(h["seed"])), "PCGrad: project away conflicting components in random order", "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020", "gradient", {**_REFRESH, "seed": 0})  # fmt: skip
+_register("cagrad", _on_gradients(lambda h: cagrad(h["c"], rescale=h["rescale"])), "CAGrad: maximise the worst task improvement in a ball around the mean gradient", "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021", "gradient", {**_REFRESH, "c": 0.4, "rescale": True})  # fmt: skip
+_register("aligned_mtl", _on_gradients(aligned_mtl()), "Aligned-MTL: align task gradients to an orthogonal, equally scaled system", "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023", "gradient", _REFRESH)  # fmt: skip
+_register("rlw", _on_gradients(lambda h: rlw(h["seed"])), "RLW: random softmax-of-Gaussian task weights at every step", "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022", "gradient", {"seed": 0})  # fmt: skip
+_register("uncertainty", _build_uncertainty, "Uncertainty weighting: weights exp(-s_k), log-variances learned on Σ exp(-s)L + s", "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses, CVPR 2018", "loss", {"weight_learning_rate": None, "init_log_var": 0.0}, needs_losses=True)  # fmt: skip
+_register("famo", _on_gradients(lambda h: famo(h["weight_learning_rate"], gamma=h["gamma"], min_losses=h["min_losses"])), "FAMO: loss weights from logits adapted to the log-loss decrease", "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023", "loss", {"weight_learning_rate": 0.025, "gamma": 0.01, "min_losses": 0.0}, needs_losses=True)  # fmt: skip
+_register("adatask", _build_adatask, "AdaTask: separate Adam moments per task on shared parameters, summed", _ADATASK, "update", row_sparse=False)  # fmt: skip
+_register("clippy_adam", _on_gradients(ones(), inner=_clippy), "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs", _CLIPPY, "gradient", _CLIP, row_sparse=False)  # fmt: skip
 
 METHODS: dict[str, MethodInfo] = {name: info for name, (info, _) in _REGISTRY.items()}
 """Ordered mapping: method name -> :class:`MethodInfo` (description, reference, needs_losses, level, hyper)."""
@@ -615,8 +267,9 @@ def make_method(
       f"method {name!r} does not accept hyper-parameter(s) {unknown}; "
       f"it accepts: {sorted(info.hyper)}"
     )
+  h = {**info.hyper, **hyper}
   if inject_learning_rate:
     return optax.inject_hyperparams(
-      lambda learning_rate: builder(learning_rate, num_tasks, shared, **hyper)
+      lambda learning_rate: builder(learning_rate, num_tasks, shared, h)
     )(learning_rate)
-  return builder(learning_rate, num_tasks, shared, **hyper)
+  return builder(learning_rate, num_tasks, shared, h)
