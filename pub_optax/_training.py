@@ -64,7 +64,7 @@ def make_train_step(
     losses_fn: ``losses_fn(params, rest, batch) -> ((K,) losses, new_rest)``.
     lookups: optional ``lookups(params, batch) -> (compact_params, compact_batch,
       to_task_grads)`` (e.g. :meth:`MultiTaskModel.embedding_lookups
-      <pub_optax.ranking.models.base.MultiTaskModel.embedding_lookups>`): the loss runs
+      <pub_optax.ranking.models.MultiTaskModel.embedding_lookups>`): the loss runs
       on the looked-up table rows only and ``to_task_grads`` turns their gradients into
       :class:`~pub_optax.RowSparse` leaves, so no dense per-task table gradient exists.
 

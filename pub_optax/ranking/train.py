@@ -54,7 +54,7 @@ class Trainer:
       ``pub_optax.make_method(...)``.
     calibration_weight: AITM's calibrator weight (0 for other models).
     sparse_embeddings: differentiate the embedding tables at the batch's rows only
-      (:meth:`~pub_optax.ranking.models.base.MultiTaskModel.embedding_lookups`): the
+      (:meth:`~pub_optax.ranking.models.MultiTaskModel.embedding_lookups`): the
       same training up to rounding with no dense per-task table gradients, for
       transformations built on :func:`pub_optax.balance` with a coordinate-wise inner
       optimizer (every method with ``METHODS[name].row_sparse``).
