@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -19,7 +20,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
-__all__ = ["time_fn", "machine_info", "write_json", "print_table", "format_table"]
+__all__ = [
+  "time_fn",
+  "machine_info",
+  "write_json",
+  "print_table",
+  "format_table",
+  "program_structure",
+]
 
 
 def _block(result):
@@ -104,6 +112,80 @@ def machine_info(packages: Iterable[str] = ("jax", "jaxlib", "numpy")) -> dict:
   except Exception as err:  # noqa: BLE001 - describe the machine even without a backend
     info["jax_devices"] = f"unavailable: {err!r}"
   return info
+
+
+PLATFORMS = ("cpu", "cuda", "tpu")
+_CUSTOM_CALL = re.compile(
+  r"stablehlo\.custom_call\s*@([\w.$-]+)|call_target_name\s*=\s*\"([^\"]+)\""
+)
+
+
+def hlo_structure(text: str) -> dict:
+  """Loops, conditionals and custom-call targets of a lowered StableHLO module's text.
+
+  Returns:
+    ``dict(loops, conds, custom_calls)``: the number of ``stablehlo.while`` ops, of
+    ``stablehlo.case`` / ``stablehlo.if`` ops, and ``{target: count}`` sorted by target.
+    A conditional whose index is a constant (a single-platform ``lax.platform_dependent``)
+    is counted too; XLA removes it when it compiles the program.
+  """
+  calls: dict[str, int] = {}
+  for match in _CUSTOM_CALL.finditer(text):
+    target = match.group(1) or match.group(2)
+    calls[target] = calls.get(target, 0) + 1
+  return dict(
+    loops=len(re.findall(r"\bstablehlo\.while\b", text)),
+    conds=len(re.findall(r"\bstablehlo\.(?:case|if)\b", text)),
+    custom_calls=dict(sorted(calls.items())),
+  )
+
+
+def program_structure(
+  traced, platforms: Sequence[str] = PLATFORMS, texts: Mapping[str, str] | None = None
+) -> dict:
+  """:func:`hlo_structure` of a traced JAX program lowered for each platform, without a device.
+
+  Args:
+    traced: ``jax.jit(f).trace(*args)``.
+    platforms: platform names accepted by ``lower(lowering_platforms=...)``.
+    texts: module texts already lowered, by platform (reused instead of lowering again).
+
+  Returns:
+    ``{platform: hlo_structure}``; a platform the program does not lower for maps to
+    ``{"error": "ExceptionType: message"}``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> traced = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: y * 2, x)).trace(1.0)
+    >>> program_structure(traced, ("cpu",))["cpu"]["loops"]
+    1
+  """
+  out = {}
+  for name in platforms:
+    if texts and name in texts:
+      out[name] = hlo_structure(texts[name])
+      continue
+    try:
+      text = traced.lower(lowering_platforms=(name,)).as_text()
+    except (NotImplementedError, ValueError, RuntimeError) as err:
+      # A primitive without a lowering rule for that platform, or an unknown platform.
+      message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+      out[name] = dict(error=f"{type(err).__name__}: {message}"[:300])
+      continue
+    out[name] = hlo_structure(text)
+  return out
+
+
+def format_structure(structure: Mapping[str, Any]) -> str:
+  """One line per platform: ``cuda: 3 loops, 2 conds, custom calls cusolver_potrf x1``."""
+  lines = []
+  for name, s in structure.items():
+    if "error" in s:
+      lines.append(f"{name}: does not lower ({s['error']})")
+      continue
+    calls = ", ".join(f"{t} x{c}" for t, c in s["custom_calls"].items()) or "none"
+    lines.append(f"{name}: {s['loops']} loops, {s['conds']} conds, custom calls {calls}")
+  return "; ".join(lines)
 
 
 def _json_default(obj):

@@ -42,11 +42,24 @@ available on every backend; reported as ``mem_*_mb``). On GPU the process's
 ``peak_bytes_in_use`` after each method's first step is recorded too (``gpu_peak_mb``; it is
 cumulative over the process, so it bounds a method's own peak only from above).
 
-Goals (from the issue, on CPU): (b) <= 1.10 for every K and (a) <= 2.0 at K = 2, judged at the
+Per-task gradients (``--grads``): the ways of getting the K task gradients of the same step
+(:func:`grad_variants`: one vmapped VJP, K calls of one VJP, ``jax.jacrev``, K ``jax.grad`` with
+K forwards, and ``pub_optax.value_and_task_grads`` as PUB calls it) timed in the same interleaved
+rounds as Adam on the summed loss and the PUB step; full-size MMoE at width 16, batch 1024,
+K = 2, 4, 8 (``--quick``: the small model).
+
+Programs: every step is also lowered (not compiled) for cpu, cuda and tpu on the running host,
+and the count of ``stablehlo.while`` loops, ``stablehlo.case``/``if`` conditionals and the
+custom-call targets of each is printed and stored (``programs`` in each row, ``pub_programs`` in
+the summary): what an accelerator would run, visible without one. A platform the program does not
+lower for is reported as "does not lower" with the error.
+
+Goals (on CPU): (b) <= 1.10 for every K and (a) <= 2.0 at K = 2, judged at the
 paper's embedding width 128.
 
 Usage (from the repository root, package installed):
   python benchmarks/step.py [--quick] [--json PATH] [--embed-dims 16 128 --tasks 2 8] [--rounds 7] [--balance-floor]
+  python benchmarks/step.py --grads [--quick] [--json PATH] [--tasks 2 4 8] [--batch-size 1024]
 """
 
 from __future__ import annotations
@@ -110,6 +123,10 @@ QUICK = dict(
   lr=1e-3,
 )
 
+# --grads: the per-task-gradient variants on the full-size MMoE at a small width.
+GRADS = dict(configs=((16, 2), (16, 4), (16, 8)), batch_size=1024, n_batches=2, repeats=5)
+GRADS_QUICK = dict(configs=((8, 2), (8, 4)), repeats=3)
+
 
 class Method(NamedTuple):
   init: Callable  # params -> optimizer state
@@ -167,12 +184,19 @@ def carried_weights() -> pub_optax.weightings.Weighting:
   )
 
 
-def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> dict[str, Method]:
-  """The steps compared, sharing one loss function; ``lookups`` is ``model.embedding_lookups()``."""
+def make_losses_fn(graph) -> Callable:
+  """``(params, rest, batch) -> ((K,) task losses, new model state)`` of the split model."""
 
   def losses_fn(params, rest, batch):
     logits, new_rest = apply(graph, params, rest, batch["categorical"], batch["numerical"])
     return task_losses(logits, batch["labels"]), new_rest
+
+  return losses_fn
+
+
+def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> dict[str, Method]:
+  """The steps compared, sharing one loss function; ``lookups`` is ``model.embedding_lookups()``."""
+  losses_fn = make_losses_fn(graph)
 
   def task_grads(params, rest, batch):
     return pub_optax.value_and_task_grads(losses_fn, has_aux=True)(params, rest, batch)
@@ -265,17 +289,22 @@ def gpu_peak_mb() -> float | None:
 class Runner:
   """One method's compiled step and its own copy of the training state (threaded through calls)."""
 
-  def __init__(self, method: Method, params, rest, batches):
+  def __init__(self, method: Method, params, rest, batches, structure: bool = True):
     params = jax.tree.map(jnp.copy, params)
     state = method.init(params)
     rest = jax.tree.map(jnp.copy, rest)
     start = time.perf_counter()
-    self.compiled = (
-      jax.jit(method.step, donate_argnums=(0, 1, 2))
-      .lower(params, rest, state, batches[0])
-      .compile()
-    )
+    traced = jax.jit(method.step, donate_argnums=(0, 1, 2)).trace(params, rest, state, batches[0])
+    lowered = traced.lower()
+    self.compiled = lowered.compile()
     self.compile_s = time.perf_counter() - start
+    # The program each platform would run (lowered here, no device needed); the running
+    # backend's own lowering is reused where its platform name is the lowering name.
+    backend = jax.default_backend()
+    texts = {backend: lowered.as_text()} if backend in common.PLATFORMS else None
+    self.structure = (
+      common.program_structure(traced, common.PLATFORMS, texts) if structure else None
+    )
     self.carry = (params, rest, state)
     self.batches = batches
     self.calls = 0
@@ -314,6 +343,7 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
     row[f"compile_{name}_s"] = runner.compile_s
     row[f"mem_{name}_mb"] = memory_mb(runner.compiled)
     row[f"gpu_peak_{name}_mb"] = gpu_peak_mb()
+  row["programs"] = {name: runner.structure for name, runner in runners.items()}
   # Interleaved rounds, rotating order; stop early once the time budget is spent (>= 3 rounds).
   samples = {name: [] for name in names}
   start = time.perf_counter()
@@ -365,6 +395,158 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
   return out
 
 
+GRAD_VARIANTS = ("vmap", "loop", "jacrev", "per_task_grad", "default")
+
+
+def grad_variants(graph) -> dict[str, Callable]:
+  """Ways to get the K per-task gradients of the model's task losses, each
+  ``(params, rest, batch) -> (losses, new model state, task_grads)`` with task_grads
+  leaves ``(K, *param_shape)``:
+
+  * ``vmap`` — one forward, ``jax.vmap`` of the VJP over the rows of the K×K identity;
+  * ``loop`` — one forward, the same ``vjp_fn`` called K times (a Python loop, one program);
+  * ``jacrev`` — ``jax.jacrev`` of the task losses;
+  * ``per_task_grad`` — K separate ``jax.grad`` of each task loss (K forwards);
+  * ``default`` — ``pub_optax.value_and_task_grads`` as the PUB step calls it.
+  """
+  losses_fn = make_losses_fn(graph)
+
+  def vjp(params, rest, batch):
+    return jax.vjp(lambda p: losses_fn(p, rest, batch), params, has_aux=True)
+
+  def vmapped(params, rest, batch):
+    losses, vjp_fn, new_rest = vjp(params, rest, batch)
+    (grads,) = jax.vmap(vjp_fn)(jnp.eye(losses.shape[0], dtype=losses.dtype))
+    return losses, new_rest, grads
+
+  def loop(params, rest, batch):
+    losses, vjp_fn, new_rest = vjp(params, rest, batch)
+    eye = jnp.eye(losses.shape[0], dtype=losses.dtype)
+    rows = [vjp_fn(eye[k])[0] for k in range(losses.shape[0])]
+    return losses, new_rest, jax.tree.map(lambda *g: jnp.stack(g), *rows)
+
+  def jacrev(params, rest, batch):
+    def f(p):
+      losses, new_rest = losses_fn(p, rest, batch)
+      return losses, (losses, new_rest)
+
+    grads, (losses, new_rest) = jax.jacrev(f, has_aux=True)(params)
+    return losses, new_rest, grads
+
+  def per_task_grad(params, rest, batch):
+    rows = []
+    for k in range(batch["labels"].shape[1]):
+
+      def f(p, k=k):
+        losses, new_rest = losses_fn(p, rest, batch)
+        return losses[k], (losses, new_rest)
+
+      grads, (losses, new_rest) = jax.grad(f, has_aux=True)(params)
+      rows.append(grads)
+    return losses, new_rest, jax.tree.map(lambda *g: jnp.stack(g), *rows)
+
+  def default(params, rest, batch):
+    (losses, new_rest), grads = pub_optax.value_and_task_grads(losses_fn, has_aux=True)(
+      params, rest, batch
+    )
+    return losses, new_rest, grads
+
+  return dict(vmap=vmapped, loop=loop, jacrev=jacrev, per_task_grad=per_task_grad, default=default)
+
+
+class GradRunner:
+  """One compiled per-task-gradient function, called on the same parameters each time."""
+
+  def __init__(self, fn: Callable, params, rest, batches):
+    start = time.perf_counter()
+    self.compiled = jax.jit(fn).lower(params, rest, batches[0]).compile()
+    self.compile_s = time.perf_counter() - start
+    self.args = (params, rest)
+    self.batches = batches
+    self.calls = 0
+
+  def __call__(self):
+    batch = self.batches[self.calls % len(self.batches)]
+    self.calls += 1
+    return self.compiled(*self.args, batch)
+
+
+def bench_grads(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
+  """The per-task-gradient variants beside Adam on the summed loss and the PUB step, interleaved.
+
+  Each variant's gradients are checked against ``vmap`` (``max_abs_diff_*``, relative to the
+  largest gradient entry) before timing. Ratios are medians of per-round ratios.
+  """
+  batches, cardinalities, n_numerical = make_batches(cfg, num_tasks)
+  model = make_model(cfg, cardinalities, n_numerical, num_tasks, embed_dim)
+  graph, params, rest = split(model)
+  sizes = [x.size for x in jax.tree.leaves(params)]
+  row = dict(embed_dim=embed_dim, num_tasks=num_tasks, params_m=sum(sizes) / 1e6)
+  methods = make_methods(
+    graph, model.shared_mask(), num_tasks, cfg["lr"], model.embedding_lookups()
+  )
+  runners: dict[str, Callable] = {}
+  for name in ("adam", "pub"):
+    runners[name] = runner = Runner(methods[name], params, rest, batches, structure=False)
+    jax.block_until_ready(runner())
+    row[f"compile_{name}_s"] = runner.compile_s
+  reference = None
+  for name, fn in grad_variants(graph).items():
+    runners[name] = runner = GradRunner(fn, params, rest, batches)
+    losses, _, grads = jax.block_until_ready(runner())
+    if not bool(jnp.all(jnp.isfinite(losses))):
+      raise FloatingPointError(f"{name}: non-finite losses {losses}")
+    row[f"compile_{name}_s"] = runner.compile_s
+    leaves = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]
+    if reference is None:
+      reference = leaves
+      scale = max(float(np.max(np.abs(g))) for g in leaves)
+    row[f"max_abs_diff_{name}"] = (
+      max(float(np.max(np.abs(g - r))) for g, r in zip(leaves, reference)) / scale
+    )
+    del losses, grads, leaves
+  names = tuple(runners)
+  samples = {name: [] for name in names}
+  start = time.perf_counter()
+  for r in range(cfg["repeats"]):
+    if r >= 3 and time.perf_counter() - start > cfg["time_budget_s"]:
+      break
+    for name in names[r % len(names) :] + names[: r % len(names)]:
+      samples[name].append(common.time_fn(runners[name], repeats=1, warmup=0)["median_s"])
+  row["rounds"] = len(samples["adam"])
+  ratio = lambda a, b: statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+  for name in names:
+    row[f"{name}_s"] = statistics.median(samples[name])
+    if name != "adam":
+      row[f"{name}_over_adam"] = ratio(name, "adam")
+  for name in GRAD_VARIANTS:
+    row[f"{name}_over_vmap"] = ratio(name, "vmap")
+  row["pub_over_task_grads"] = ratio("pub", "default")
+  row["samples_s"] = samples
+  return row
+
+
+GRAD_COLUMNS = [
+  ("embed_dim", "dim"),
+  ("num_tasks", "K"),
+  ("adam_s", "adam s", ".3f"),
+  ("vmap_s", "vmap s", ".3f"),
+  ("loop_s", "loop s", ".3f"),
+  ("jacrev_s", "jacrev s", ".3f"),
+  ("per_task_grad_s", "K grads s", ".3f"),
+  ("default_s", "default s", ".3f"),
+  ("pub_s", "pub s", ".3f"),
+  ("vmap_over_adam", "vmap/adam", ".2f"),
+  ("loop_over_adam", "loop/adam", ".2f"),
+  ("jacrev_over_adam", "jacrev/adam", ".2f"),
+  ("per_task_grad_over_adam", "K grads/adam", ".2f"),
+  ("default_over_adam", "default/adam", ".2f"),
+  ("loop_over_vmap", "loop/vmap", ".3f"),
+  ("pub_over_task_grads", "pub/default", ".3f"),
+  ("rounds", "rounds"),
+]
+
+
 COLUMNS = [
   ("embed_dim", "dim"),
   ("num_tasks", "K"),
@@ -395,6 +577,7 @@ def summarize(rows: list[dict]) -> dict:
   goal_rows = [r for r in rows if r["embed_dim"] == GOAL_EMBED_DIM] or rows
   at_two = [r["pub_over_adam"] for r in goal_rows if r["num_tasks"] == 2]
   return dict(
+    pub_programs={f"dim={r['embed_dim']} K={r['num_tasks']}": r["programs"]["pub"] for r in rows},
     goal_embed_dim=goal_rows[0]["embed_dim"],
     max_pub_over_floor=max(r["pub_over_floor"] for r in goal_rows),
     floor_goal=FLOOR_GOAL,
@@ -408,6 +591,38 @@ def summarize(rows: list[dict]) -> dict:
       (r["sparse_over_adam"] for r in goal_rows if r["num_tasks"] == 2), None
     ),
   )
+
+
+def report_grads(args, cfg: dict, rows: list[dict], info: dict, wall: float) -> int:
+  """Prints the per-task-gradient table and writes the JSON (``benchmark="step_grads"``)."""
+  print(
+    f"\nPer-task gradients of the MMoE step ({info.get('jax_backend')}, {info['cpu_model']}, "
+    f"{info['cpu_count']} cores); MMoE {cfg['n_experts']}x{cfg['expert_dims']}, towers "
+    f"{cfg['tower_dims']}, batch {cfg['batch_size']}; seconds are medians, ratios medians of "
+    "per-round ratios"
+  )
+  common.print_table(rows, GRAD_COLUMNS)
+  diffs = {v: max(r[f"max_abs_diff_{v}"] for r in rows) for v in GRAD_VARIANTS}
+  print("largest difference to vmap, relative to the largest gradient entry:", diffs)
+  summary = dict(
+    fastest={
+      f"K={r['num_tasks']}": min(GRAD_VARIANTS[:4], key=lambda v: r[f"{v}_s"]) for r in rows
+    },
+    pub_over_task_grads={f"K={r['num_tasks']}": r["pub_over_task_grads"] for r in rows},
+    max_abs_diff=diffs,
+  )
+  print(f"fastest: {summary['fastest']}; pub / its per-task gradients: ", end="")
+  print({k: round(v, 3) for k, v in summary["pub_over_task_grads"].items()})
+  print(f"wall time {wall:.1f}s")
+  if args.json:
+    common.write_json(
+      args.json,
+      dict(
+        benchmark="step_grads", config=cfg, machine=info, summary=summary, rows=rows, wall_s=wall
+      ),
+    )
+    print(f"wrote {args.json}")
+  return 0
 
 
 def main(argv=None) -> int:
@@ -432,8 +647,19 @@ def main(argv=None) -> int:
     action="store_true",
     help="also time the dense floor built from balance (floor_balance)",
   )
+  parser.add_argument(
+    "--grads",
+    action="store_true",
+    help="time the ways of computing per-task gradients instead (embed dim 16, K = 2, 4, 8, "
+    "batch 1024 unless --embed-dims/--tasks/--batch-size say otherwise)",
+  )
+  parser.add_argument("--batch-size", type=int, help="rows per batch")
   args = parser.parse_args(argv)
   cfg = dict(QUICK if args.quick else FULL, quick=args.quick, balance_floor=args.balance_floor)
+  if args.grads:
+    cfg.update(GRADS_QUICK if args.quick else GRADS, grads=True)
+  if args.batch_size:
+    cfg["batch_size"] = args.batch_size
   if args.rounds:
     cfg.update(repeats=args.rounds, time_budget_s=float("inf"))
   if args.embed_dims or args.tasks:
@@ -445,11 +671,13 @@ def main(argv=None) -> int:
   rows = []
   for embed_dim, num_tasks in cfg["configs"]:
     t0 = time.perf_counter()
-    rows.append(bench_config(cfg, embed_dim, num_tasks))
+    rows.append((bench_grads if args.grads else bench_config)(cfg, embed_dim, num_tasks))
     print(
       f"dim={embed_dim} K={num_tasks}: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True
     )
   info = common.machine_info(packages=("jax", "jaxlib", "numpy", "optax", "flax"))
+  if args.grads:
+    return report_grads(args, cfg, rows, info, time.perf_counter() - start)
   summary = summarize(rows)
   wall = time.perf_counter() - start
   print(
@@ -470,6 +698,16 @@ def main(argv=None) -> int:
     ),
   )
   print("memory: compiled memory_analysis, argument + output + temp - aliased (MB)")
+  print(
+    "\nlowered programs per platform (no device needed): stablehlo.while loops, "
+    "stablehlo.case/if conditionals, custom-call targets"
+  )
+  for row in rows:
+    for name, structure in row["programs"].items():
+      print(
+        f"  dim={row['embed_dim']} K={row['num_tasks']} {name:>13}: "
+        + common.format_structure(structure)
+      )
   print(
     f"\nat embed dim {summary['goal_embed_dim']}: (b) pub/floor <= {FLOOR_GOAL} for every K: "
     f"{summary['floor_goal_met']} (max {summary['max_pub_over_floor']:.3f}); (a) pub/adam <= {ADAM_GOAL} "
