@@ -27,26 +27,30 @@ class STCHState(NamedTuple):
   ideal: Array
 
 
-def _vector(name: str, values, nonnegative: bool) -> np.ndarray | None:
-  """``values`` as a finite 1-D float64 array (None stays None), else a ValueError."""
+def _vector(method: str, name: str, values, nonnegative: bool) -> np.ndarray | None:
+  """``values`` as a finite 1-D float64 array (None stays None), else a ValueError.
+
+  Shared by the scalarisations that take a preference and an ideal point.
+  """
   if values is None:
     return None
   array = np.asarray(values, dtype=np.float64)
   if array.ndim != 1 or array.size == 0:
-    raise ValueError(f"stch {name} must be a non-empty 1-D sequence, got shape {array.shape}")
+    raise ValueError(f"{method} {name} must be a non-empty 1-D sequence, got shape {array.shape}")
   if not np.all(np.isfinite(array)):
-    raise ValueError(f"stch {name} must be finite, got {array.tolist()}")
+    raise ValueError(f"{method} {name} must be finite, got {array.tolist()}")
   if nonnegative and (np.any(array < 0) or not np.any(array > 0)):
-    raise ValueError(f"stch {name} must be non-negative and not all zero, got {array.tolist()}")
+    raise ValueError(f"{method} {name} must be non-negative and not all zero, got {array.tolist()}")
   return array
 
 
-def _sized(name: str, values: np.ndarray | None, num_tasks: int, default: float) -> np.ndarray:
+def _sized(method: str, name: str, values, num_tasks: int, default: float) -> np.ndarray:
+  """``values``, or ``default`` repeated K times for None; a ValueError unless of length K."""
   if values is None:
     return np.full((num_tasks,), default)
   if values.size != num_tasks:
     raise ValueError(
-      f"stch {name} has length {values.size} but the number of tasks is K = {num_tasks}"
+      f"{method} {name} has length {values.size} but the number of tasks is K = {num_tasks}"
     )
   return values
 
@@ -106,13 +110,13 @@ def stch(
   """
   if not (mu > 0.0 and math.isfinite(mu)):
     raise ValueError(f"stch mu must be positive and finite, got {mu}")
-  pref = _vector("preference", preference, nonnegative=True)
-  ideal_point = _vector("ideal", ideal, nonnegative=False)
+  pref = _vector("stch", "preference", preference, nonnegative=True)
+  ideal_point = _vector("stch", "ideal", ideal, nonnegative=False)
 
   def init(num_tasks, dtype):
     dt = jnp.promote_types(dtype, jnp.float32)
-    p = _sized("preference", pref, num_tasks, 1.0 / num_tasks)
-    z = _sized("ideal", ideal_point, num_tasks, 0.0)
+    p = _sized("stch", "preference", pref, num_tasks, 1.0 / num_tasks)
+    z = _sized("stch", "ideal", ideal_point, num_tasks, 0.0)
     return STCHState(jnp.asarray(p, dt), jnp.asarray(z, dt))
 
   def weigh(task_losses, state):
