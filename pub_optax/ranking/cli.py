@@ -821,7 +821,10 @@ def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Entry point of ``pub-optax``; returns the exit status (argparse exits 2 on usage errors).
+  """Entry point of ``pub-optax``; returns the exit status.
+
+  A value argparse cannot convert (``--epochs -1``) exits through argparse with status 2;
+  every other unusable option returns 2 after a usage line and one error line.
 
   Exit status: 0 success; 1 some run diverged (results still written); 2 bad options,
   unusable data or checkpoints (one line on stderr).
@@ -835,7 +838,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     methods, rates = validate(args)
   except UsageError as err:
-    parser.error(str(err))
+    parser.print_usage(sys.stderr)
+    print(f"pub-optax: error: {err}", file=sys.stderr)
+    return 2
   try:
     return train_command(args, methods, rates)
   except (UsageError, DataError, CheckpointError, FileNotFoundError) as err:
