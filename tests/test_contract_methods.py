@@ -1,0 +1,411 @@
+"""The contract every registered multi-task method keeps, checked for every name in the registry.
+
+One test function per property, each parametrised over ``pub_optax.method_names()`` (read at
+import), so a newly registered method gets every check by being registered. The properties follow
+optax's common tests for its contrib optimizers (no recompilation, ``lax.scan`` under ``jit``,
+``tree.map_params``, ``inject_hyperparams``, dtypes, ``lax.cond``, extra arguments) plus what a
+task-axis transformation adds: serialization, ``apply_if_finite``, row-sparse tables and the
+refusal of gradients without a task axis.
+
+The problems are tiny (a few parameters) and every compiled step is built once per method and
+reused (``functools.lru_cache``), so the file's time is mostly one compilation per program.
+
+A (method, property) pair that does not hold is listed in ``KNOWN_FAILURES`` with the reason and
+runs as a strict xfail: it fails the suite again as soon as the method keeps the property.
+"""
+
+import functools
+import math
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pub_optax
+from pub_optax import METHODS, make_method, method_names
+
+# Compilation is most of this file's time; the properties do not depend on optimised code.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+NAMES = method_names()
+K = 2
+LR = 0.05
+SHARED = {"w": True, "heads": False}
+
+# (method, property) -> why the method does not keep the property.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+
+
+def _cases(prop: str) -> list:
+  """Every method name as a parameter, the known failures of ``prop`` as strict xfails."""
+  return [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name, prop]))
+    if (name, prop) in KNOWN_FAILURES
+    else name
+    for name in NAMES
+  ]
+
+
+def _mark_known_failure(request, name: str, prop: str) -> None:
+  """``_cases`` for tests with more parameters than the method: a strict xfail, set at run time."""
+  if (name, prop) in KNOWN_FAILURES:
+    request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name, prop]))
+
+
+# ----------------------------------------------------------------------------- the problem
+
+# Two least-squares tasks L_k = ||A_k w + h_k - b_k||² sharing w, each with its own bias h_k.
+_RNG = np.random.default_rng(0)
+A = np.asarray(_RNG.normal(size=(K, 4, 3)), np.float32)
+B = np.asarray(_RNG.normal(size=(K, 4)), np.float32)
+
+
+def task_losses(params):
+  w, heads = params["w"], params["heads"]
+  residual = jnp.einsum("kij,j->ki", A.astype(w.dtype), w) + heads[:, None] - B.astype(w.dtype)
+  return jnp.sum(jnp.square(residual), axis=1)
+
+
+task_grads = pub_optax.value_and_task_grads(task_losses)
+jit_task_grads = jax.jit(task_grads)
+
+
+def initial_params(dtype=jnp.float32):
+  return {"w": jnp.array([1.5, -2.0, 1.0], dtype), "heads": jnp.array([0.5, -0.5], dtype)}
+
+
+@functools.cache
+def transformation(name: str, inject: bool = False) -> optax.GradientTransformationExtraArgs:
+  return make_method(name, LR, num_tasks=K, shared=SHARED, inject_learning_rate=inject)
+
+
+TRACES: dict = {}
+
+
+def jitted_step(name: str, dtype_name: str = "float32", inject: bool = False):
+  """``step(params, state) -> (params, state, updates)``, jitted once per method; traces counted."""
+  return _jitted_step(name, dtype_name, inject)
+
+
+@functools.cache
+def _jitted_step(name, dtype_name, inject):
+  tx = transformation(name, inject)
+  key = (name, dtype_name, inject)
+  TRACES[key] = 0
+
+  @jax.jit
+  def step(params, state):
+    TRACES[key] += 1
+    losses, grads = task_grads(params)
+    updates, state = tx.update(grads, state, params, task_losses=losses)
+    return optax.apply_updates(params, updates), state, updates
+
+  return step
+
+
+def run_steps(name, steps, dtype=jnp.float32, inject=False, params=None, state=None):
+  """``steps`` jitted steps from the initial params; the params, state and updates of each."""
+  step = jitted_step(name, jnp.dtype(dtype).name, inject)
+  params = initial_params(dtype) if params is None else params
+  state = transformation(name, inject).init(params) if state is None else state
+  history = []
+  for _ in range(steps):
+    params, state, updates = step(params, state)
+    history.append((params, state, updates))
+  return history
+
+
+def dtypes(tree):
+  """Every leaf's dtype and weak type (what ``jit`` keys its cache and ``lax.cond`` its branches on)."""
+  return [
+    (jnp.dtype(x.dtype), bool(x.weak_type))
+    if isinstance(x, jax.ShapeDtypeStruct)
+    else (jnp.result_type(x), bool(jax.typeof(x).weak_type))
+    for x in jax.tree.leaves(tree)
+  ]
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_trees_close(a, b, rtol, atol):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_entry_is_complete_and_its_hyper_parameters_are_accepted(name):
+  info = METHODS[name]
+  assert info.description.strip() and info.reference.strip()
+  assert info.level in ("gradient", "update", "loss")
+  assert isinstance(info.row_sparse, bool) and isinstance(info.needs_losses, bool)
+  tx = make_method(name, LR, num_tasks=K, shared=SHARED, **info.hyper)  # every name, its default
+  params = initial_params()
+  losses, grads = jit_task_grads(params)
+  out, _ = jax.eval_shape(
+    lambda s: tx.update(grads, s, params, task_losses=losses), tx.init(params)
+  )
+  assert jax.tree.structure(out) == jax.tree.structure(params)
+  # needs_losses says the truth: without task_losses such a method refuses the step.
+  if info.needs_losses:
+    with pytest.raises(ValueError, match="task_losses"):
+      jax.eval_shape(lambda s: tx.update(grads, s, params), tx.init(params))
+  else:
+    jax.eval_shape(lambda s: tx.update(grads, s, params), tx.init(params))
+
+
+# ----------------------------------------------------------------------------- optax interplay
+
+
+@pytest.mark.parametrize("name", _cases("extra_args"))
+def test_unknown_extra_args_are_accepted(name):
+  tx = transformation(name)
+  params = initial_params()
+  losses, grads = jit_task_grads(params)
+  updates, state = jax.eval_shape(
+    lambda s: tx.update(grads, s, params, task_losses=losses, some_extra=3, value=losses.sum()),
+    tx.init(params),
+  )
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+  assert jax.tree.structure(state) == jax.tree.structure(tx.init(params))
+
+
+@pytest.mark.parametrize("name", _cases("no_recompilation"))
+def test_no_recompilation_on_second_jitted_call(name):
+  step = jitted_step(name)
+  params, state, _ = run_steps(name, 1)[-1]
+  traces, compiled = TRACES[name, "float32", False], step._cache_size()
+  for _ in range(2):
+    params, state, _ = step(params, state)
+  assert TRACES[name, "float32", False] == traces == 1
+  assert step._cache_size() == compiled == 1
+
+
+@pytest.mark.parametrize("name", _cases("map_params"))
+def test_map_params_on_init_state_is_a_noop(name):
+  tx = transformation(name)
+  state = tx.init(initial_params())
+  assert_trees_equal(optax.tree.map_params(tx, lambda p: p, state), state)
+
+
+@pytest.mark.parametrize("name", _cases("inject_hyperparams"))
+def test_injected_learning_rate_gives_the_plain_updates(name):
+  plain = run_steps(name, 3)
+  injected = run_steps(name, 3, inject=True)
+  assert float(injected[-1][1].hyperparams["learning_rate"]) == pytest.approx(LR)
+  for (p1, s1, u1), (p2, s2, u2) in zip(plain, injected):
+    # Float hyper-parameters become float32 arrays in the injected state: a few ulps apart.
+    assert_trees_close(u2, u1, rtol=1e-5, atol=1e-7)
+    assert_trees_close(p2, p1, rtol=1e-5, atol=1e-7)
+    assert_trees_close(pub_optax.balance_state(s2), pub_optax.balance_state(s1), 1e-4, 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("name", NAMES)
+def test_updates_keep_the_params_dtype_and_state_dtypes_are_stable(name, dtype, request):
+  _mark_known_failure(request, name, f"dtypes_{jnp.dtype(dtype).name}")
+  want = [(jnp.dtype(dtype), False)] * 2
+  init = transformation(name).init(initial_params(dtype))
+  for params, state, updates in run_steps(name, 3, dtype=dtype):
+    assert dtypes(updates) == dtypes(params) == want
+    assert all(np.isfinite(np.asarray(u, np.float32)).all() for u in jax.tree.leaves(updates))
+    assert jax.tree.structure(state) == jax.tree.structure(init)
+    assert dtypes(state) == dtypes(init)
+  # The same with a schedule, an injected learning rate and weight decay (shapes only).
+  for tx in (
+    make_method(name, optax.linear_schedule(0.1, 0.01, 10), num_tasks=K, shared=SHARED),
+    make_method(name, LR, num_tasks=K, shared=SHARED, inject_learning_rate=True),
+    make_method(name, LR, num_tasks=K, shared=SHARED, weight_decay=1e-3),
+  ):
+
+    def step(params, state):
+      losses, grads = task_grads(params)
+      updates, state = tx.update(grads, state, params, task_losses=losses)
+      return optax.apply_updates(params, updates), state, updates
+
+    params = initial_params(dtype)
+    init = tx.init(params)
+    state = init
+    for _ in range(2):
+      params, state, updates = jax.eval_shape(step, params, state)
+      assert dtypes(updates) == dtypes(params) == want
+      assert dtypes(state) == dtypes(init)
+
+
+def _scan_learning_rate(name: str) -> optax.Schedule:
+  # A schedule (so every method is also checked to take one): 0.1 decaying to 0.01.
+  del name
+  return optax.linear_schedule(0.1, 0.01, 200)
+
+
+@pytest.mark.parametrize("name", _cases("scan"))
+def test_converges_inside_lax_scan_under_jit_with_a_schedule(name):
+  tx = make_method(name, _scan_learning_rate(name), num_tasks=K, shared=SHARED)
+
+  def step(carry, _):
+    params, state = carry
+    losses, grads = task_grads(params)
+    updates, state = tx.update(grads, state, params, task_losses=losses)
+    return (optax.apply_updates(params, updates), state), jnp.sum(losses)
+
+  params = initial_params()
+  run = jax.jit(lambda carry: jax.lax.scan(step, carry, None, length=200))
+  (params, state), totals = run((params, tx.init(params)))
+  start, end = float(totals[0]), float(jnp.sum(task_losses(params)))
+  assert math.isfinite(end) and end < start / 4, (start, end)
+  assert np.all(np.isfinite(np.asarray(pub_optax.balance_state(state).weights)))
+
+
+@pytest.mark.parametrize("name", _cases("serialization"))
+def test_state_survives_serialization_and_training_resumes_bit_identically(name):
+  tx = transformation(name)
+  params, state, _ = run_steps(name, 3)[-1]
+  blob = flax.serialization.to_bytes(state)
+  restored = flax.serialization.from_bytes(tx.init(initial_params()), blob)
+  assert_trees_equal(restored, state)
+  assert dtypes(restored) == dtypes(state)
+  original = run_steps(name, 3, params=params, state=state)
+  resumed = run_steps(name, 3, params=params, state=restored)
+  for a, b in zip(original, resumed):
+    assert_trees_equal(b, a)
+
+
+@pytest.mark.parametrize("name", _cases("lax_cond"))
+def test_state_is_stable_under_lax_cond(name):
+  tx = transformation(name)
+  params = initial_params()
+
+  def update(state):
+    losses, grads = task_grads(params)
+    return tx.update(grads, state, params, task_losses=losses)[1]
+
+  maybe_step = jax.jit(lambda pred, state: jax.lax.cond(pred, update, lambda s: s, state))
+  init = tx.init(params)
+  stepped = maybe_step(True, init)
+  kept = maybe_step(False, stepped)
+  assert_trees_equal(kept, stepped)
+  assert int(pub_optax.balance_state(stepped).count) == 1
+  assert dtypes(stepped) == dtypes(init)
+
+
+# ----------------------------------------------------------------------------- row-sparse tables
+
+NUM_ROWS, DIM, BATCH = 6, 2, 4
+TABLE_SHARED = {"table": True, "w": False}
+SPARSE_RTOL, SPARSE_ATOL = 2e-5, 2e-6
+_IDS = np.random.default_rng(1).integers(0, NUM_ROWS, (3, BATCH))
+
+
+def table_losses(params, ids):
+  emb = params["table"][ids]  # (BATCH, DIM)
+  first = jnp.mean(jnp.square(emb @ params["w"] - 1.0))
+  second = jnp.mean(jnp.square(emb[:, 0] * emb[:, 1] + 0.5))
+  return jnp.stack([first, second])
+
+
+def table_params():
+  rng = np.random.default_rng(2)
+  return {
+    "table": jnp.asarray(rng.normal(size=(NUM_ROWS, DIM)), jnp.float32),
+    "w": jnp.asarray(rng.normal(size=(DIM,)), jnp.float32),
+  }
+
+
+def dense_table_grads(params, ids):
+  return pub_optax.value_and_task_grads(table_losses)(params, ids)
+
+
+def sparse_table_grads(params, ids):
+  lookup = pub_optax.lookup_rows(ids, NUM_ROWS, size=BATCH)
+  compact = dict(params, table=lookup.gather(params["table"]))
+  losses, grads = pub_optax.value_and_task_grads(table_losses)(compact, lookup.ids)
+  return losses, dict(grads, table=lookup.task_grads(grads["table"]))
+
+
+def train_table(name, grads_fn):
+  tx = make_method(name, LR, num_tasks=K, shared=TABLE_SHARED)
+
+  @jax.jit
+  def step(params, state, ids):
+    losses, grads = grads_fn(params, ids)
+    updates, state = tx.update(grads, state, params, task_losses=losses)
+    return optax.apply_updates(params, updates), state, updates
+
+  params = table_params()
+  state = tx.init(params)
+  for ids in _IDS:
+    params, state, updates = step(params, state, jnp.asarray(ids))
+  return params, state, updates
+
+
+@pytest.mark.parametrize("name", _cases("row_sparse"))
+def test_row_sparse_table_gradients_give_the_dense_updates(name):
+  if not METHODS[name].row_sparse:
+    tx = make_method(name, LR, num_tasks=K, shared=TABLE_SHARED)
+    params = table_params()
+    losses, grads = sparse_table_grads(params, jnp.asarray(_IDS[0]))
+    try:
+      jax.eval_shape(lambda s: tx.update(grads, s, params, task_losses=losses), tx.init(params))
+    except ValueError:
+      return  # refused, as its registry entry (row_sparse=False) announces
+    pytest.skip(f"{name} is declared row_sparse=False (not exact on table rows) but takes them")
+  dense = train_table(name, dense_table_grads)
+  sparse = train_table(name, sparse_table_grads)
+  assert_trees_close(sparse, dense, rtol=SPARSE_RTOL, atol=SPARSE_ATOL)
+  assert not np.allclose(dense[0]["table"], table_params()["table"])  # it trained
+
+
+# ----------------------------------------------------------------------------- non-finite steps
+
+
+@functools.cache
+def finite_guarded(name):
+  tx = pub_optax.apply_if_finite(transformation(name), 3)
+  return tx, jax.jit(
+    lambda params, state, grads, losses: tx.update(grads, state, params, task_losses=losses)
+  )
+
+
+@pytest.mark.parametrize("name", _cases("apply_if_finite"))
+def test_apply_if_finite_leaves_params_and_state_untouched_on_nan(name):
+  tx, update = finite_guarded(name)
+  params = initial_params()
+  state = tx.init(params)
+  losses, grads = jit_task_grads(params)
+  updates, state = update(params, state, grads, losses)
+  params = optax.apply_updates(params, updates)
+  losses, grads = jit_task_grads(params)
+  bad = dict(grads, w=grads["w"].at[1, 0].set(jnp.nan))
+  updates, new_state = update(params, state, bad, losses)
+  assert_trees_equal(optax.apply_updates(params, updates), params)
+  assert_trees_equal(new_state.inner_state, state.inner_state)
+  assert int(new_state.notfinite_count) == 1 and not bool(new_state.last_finite)
+  # A finite step after it moves on from the kept state.
+  updates, state = update(params, new_state, grads, losses)
+  assert int(pub_optax.balance_state(state.inner_state).count) == 2
+  assert np.any(np.asarray(updates["w"]) != 0)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("with_params", [True, False], ids=["params", "no_params"])
+@pytest.mark.parametrize("name", _cases("task_axis"))
+def test_gradients_without_task_axis_are_refused(name, with_params):
+  tx = transformation(name)
+  params = initial_params()
+  losses, grads = jit_task_grads(params)
+  unstacked = jax.tree.map(lambda g: g.sum(axis=0), grads)  # params-shaped
+  args = (params,) if with_params else ()
+  with pytest.raises(ValueError, match="task axis"):
+    tx.update(unstacked, tx.init(params), *args, task_losses=losses)
