@@ -160,6 +160,42 @@ def test_cancelling_tasks_give_finite_positive_flagged_weights(x64, dtype):
     assert np.linalg.norm(w @ d) <= np.sqrt(len(d)) * 1.001
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cancelling_rank_one_at_k64_stays_finite(x64, dtype):
+  """``G = s sᵀ`` with ``s = ±1`` alternating: the Hessian at the ridge's large weights is
+  too ill-conditioned to factor as it stands."""
+  s = (-1.0) ** np.arange(64)
+  res = nash_weights(jnp.asarray(np.outer(s, s).astype(dtype)))
+  w = np.asarray(res.weights)
+  assert np.all(np.isfinite(w)) and np.all(w > 0)
+  assert np.isfinite(float(res.residual)) and not bool(res.exact)
+
+
+@pytest.mark.parametrize("size", [1e-20, 1e20, 1e-38, 3e38])
+def test_warm_start_of_any_size_gives_the_cold_answer(size):
+  g = jnp.diag(jnp.array([1.0, 4.0, 16.0]))
+  res = nash_weights(g, init=jnp.full(3, size, jnp.float32))
+  np.testing.assert_allclose(res.weights, [1.0, 0.5, 0.25], rtol=1e-6)
+  assert bool(res.exact)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_extreme_scales_in_float32(scale):
+  g = np.array([[2.0, -1.0, 0.5], [-1.0, 3.0, 0.2], [0.5, 0.2, 1.0]])
+  base = np.asarray(nash_weights(jnp.asarray(g, jnp.float32)).weights)
+  res = nash_weights(jnp.asarray(g * scale, jnp.float32))
+  np.testing.assert_allclose(np.asarray(res.weights) * np.sqrt(scale), base, rtol=1e-5)
+  assert bool(res.exact)
+
+
+def test_non_finite_gram_gives_nan_weights_and_infinite_residual():
+  g = np.eye(3, dtype=np.float32)
+  g[0, 1] = np.inf
+  res = nash_weights(jnp.asarray(g))
+  assert np.all(np.isnan(np.asarray(res.weights)))
+  assert np.isposinf(float(res.residual)) and not bool(res.exact)
+
+
 def test_rejects_non_square():
   with pytest.raises(ValueError, match="square"):
     nash_weights(jnp.ones((2, 3)))

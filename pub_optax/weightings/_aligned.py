@@ -18,7 +18,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pub_optax.weightings._base import Weighting, check_gram, solve_dtype, stateless, symmetric_gram
+from pub_optax.weightings._base import (
+  Weighting,
+  check_gram,
+  solve_dtype,
+  stateless_solver,
+  symmetric_gram,
+)
+from pub_optax.weightings._linalg import finite_gram, flag_non_finite
 
 Array = jax.Array
 
@@ -32,7 +39,7 @@ def aligned_mtl_weights(gram: Array, pref: Array | None = None) -> Array:
 
   Returns:
     ``(K,)`` weights. The aligned system ``σ_min V Λ^{-1/2} Vᵀ J`` has orthogonal
-    rows of norm ``σ_min`` on the range of J.
+    rows of norm ``σ_min`` on the range of J. NaN when G has a non-finite entry.
 
   Example:
     >>> import jax.numpy as jnp
@@ -48,6 +55,7 @@ def aligned_mtl_weights(gram: Array, pref: Array | None = None) -> Array:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
+  finite, gram = finite_gram(gram)  # eigh does not return on non-finite input
   g = symmetric_gram(gram)
   scale = jnp.max(jnp.abs(jnp.diagonal(g)))
   nonzero = scale > jnp.finfo(dtype).tiny
@@ -61,7 +69,7 @@ def aligned_mtl_weights(gram: Array, pref: Array | None = None) -> Array:
   lam_min = jnp.min(jnp.where(keep, lam, jnp.inf))
   inv_sqrt = jnp.where(keep, jnp.sqrt(lam_min / jnp.where(keep, lam, 1.0)), 0.0)
   weights = vecs @ (inv_sqrt * (vecs.T @ p))
-  return jnp.where(jnp.any(keep), weights, p)
+  return jnp.where(finite, jnp.where(jnp.any(keep), weights, p), jnp.nan)
 
 
 def aligned_mtl(pref: Array | None = None) -> Weighting:
@@ -69,6 +77,9 @@ def aligned_mtl(pref: Array | None = None) -> Weighting:
 
   Args:
     pref: see :func:`aligned_mtl_weights`.
+
+  Returns:
+    A Weighting; its residual is 0 (a closed form), inf when G has a non-finite entry.
 
   Example:
     >>> import jax.numpy as jnp
@@ -82,4 +93,9 @@ def aligned_mtl(pref: Array | None = None) -> Weighting:
     Senushkin et al., "Independent Component Alignment for Multi-Task Learning", CVPR 2023.
   """
 
-  return stateless("aligned_mtl", lambda gram: aligned_mtl_weights(gram, pref))
+  def weights_and_residual(gram):
+    weights = aligned_mtl_weights(gram, pref)
+    ok = jnp.all(jnp.isfinite(gram))
+    return flag_non_finite(ok, weights, jnp.zeros((), weights.dtype))
+
+  return stateless_solver("aligned_mtl", weights_and_residual)

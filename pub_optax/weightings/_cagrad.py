@@ -40,6 +40,7 @@ from pub_optax.weightings._base import (
   solve_dtype,
   unit_gram,
 )
+from pub_optax.weightings._linalg import finite_gram, flag_non_finite
 from pub_optax.weightings._mgda import mgda_weights
 
 Array = jax.Array
@@ -93,7 +94,8 @@ def cagrad_weights(
     qp_max_iter: active-set budget of each MGDA solve.
 
   Returns:
-    A :class:`CAGradResult`. The weights are invariant to scaling G.
+    A :class:`CAGradResult`. The weights are invariant to scaling G; NaN, with an
+    infinite residual, when G has a non-finite entry.
 
   Example:
     >>> import jax.numpy as jnp
@@ -113,6 +115,7 @@ def cagrad_weights(
   dtype = solve_dtype(gram)
   k = gram.shape[0]
   eps = jnp.finfo(dtype).eps
+  finite, gram = finite_gram(gram)
   gn, scale, nonzero = unit_gram(gram)
   b = jnp.sum(gn, axis=1) / k  # J g0
   g0sq = jnp.maximum(jnp.sum(b) / k, 0.0)  # ‖g0‖²
@@ -186,7 +189,8 @@ def cagrad_weights(
   residual = jnp.where(
     has_root, jnp.abs(q - r2) / jnp.where(has_root, r2, 1.0), jnp.where(live, 1.0, 0.0)
   )
-  return CAGradResult(alpha, w, lam, residual.astype(dtype), jnp.maximum(it - 2, 0))
+  alpha, residual = flag_non_finite(finite, alpha, residual.astype(dtype))
+  return CAGradResult(alpha, w, lam, residual, jnp.maximum(it - 2, 0))
 
 
 def cagrad(

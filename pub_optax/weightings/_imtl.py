@@ -34,6 +34,7 @@ from pub_optax.weightings._base import (
   symmetric_gram,
   unit_gram,
 )
+from pub_optax.weightings._linalg import finite_gram, flag_non_finite
 
 Array = jax.Array
 
@@ -58,7 +59,8 @@ def imtl_g_weights(gram: Array) -> Array:
 
   Returns:
     ``(K,)`` weights summing to 1 (they can be negative when tasks conflict
-    strongly, as in the original method); invariant to scaling G.
+    strongly, as in the original method); invariant to scaling G. NaN weights
+    when G has a non-finite entry.
 
   Example:
     >>> import jax.numpy as jnp
@@ -75,6 +77,7 @@ def imtl_g_weights(gram: Array) -> Array:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
+  ok, gram = finite_gram(gram)  # the SVD does not return on non-finite input
   gn, scale, nonzero = unit_gram(gram)
   n = jnp.sqrt(jnp.maximum(jnp.diagonal(gn), 0.0))
   top = jnp.concatenate([gn, -n[:, None]], axis=1)
@@ -93,14 +96,18 @@ def imtl_g_weights(gram: Array) -> Array:
   sol = jnp.where(singular, min_norm, lu)
   weights = sol[:k]
   total = jnp.sum(weights)
-  ok = jnp.all(jnp.isfinite(weights)) & (jnp.abs(total) > 0)
-  return jnp.where(ok, weights / jnp.where(ok, total, 1.0), jnp.full((k,), 1.0 / k, dtype))
+  usable = jnp.all(jnp.isfinite(weights)) & (jnp.abs(total) > 0)
+  weights = jnp.where(
+    usable, weights / jnp.where(usable, total, 1.0), jnp.full((k,), 1.0 / k, dtype)
+  )
+  return jnp.where(ok, weights, jnp.nan)
 
 
 def imtl_g() -> Weighting:
   """IMTL-G as a stateless :class:`~pub_optax.weightings.Weighting` named ``"imtl_g"``.
 
-  Its residual is :func:`imtl_g_residual` (0 up to rounding).
+  Its residual is :func:`imtl_g_residual` (0 up to rounding; inf, with NaN weights, when
+  G has a non-finite entry).
 
   Example:
     >>> import jax.numpy as jnp
@@ -116,6 +123,7 @@ def imtl_g() -> Weighting:
 
   def weights_and_residual(gram):
     weights = imtl_g_weights(gram)
-    return weights, imtl_g_residual(symmetric_gram(gram).astype(weights.dtype), weights)
+    ok, safe = finite_gram(symmetric_gram(gram).astype(weights.dtype))
+    return flag_non_finite(ok, weights, imtl_g_residual(safe, jnp.where(ok, weights, 0.0)))
 
   return stateless_solver("imtl_g", weights_and_residual)

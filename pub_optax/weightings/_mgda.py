@@ -36,6 +36,7 @@ from pub_optax.weightings._base import (
   stateless_solver,
   unit_gram,
 )
+from pub_optax.weightings._linalg import finite_gram, flag_non_finite
 from pub_optax.weightings._qp import nonneg_qp
 
 Array = jax.Array
@@ -75,7 +76,8 @@ def mgda_weights(gram: Array, *, max_iter: int | None = None) -> MGDAResult:
     max_iter: active-set budget, see :func:`~pub_optax.weightings.nonneg_qp`.
 
   Returns:
-    An :class:`MGDAResult`. The weights are invariant to scaling ``G``. When the
+    An :class:`MGDAResult`. The weights are invariant to scaling ``G``; NaN, with an
+    infinite residual, when G has a non-finite entry. When the
     minimiser is not unique (e.g. two identical tasks) one of the minimisers is
     returned; the joint vector ``Σ w_k g_k`` is always the unique min-norm point.
 
@@ -95,13 +97,15 @@ def mgda_weights(gram: Array, *, max_iter: int | None = None) -> MGDAResult:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
+  finite, gram = finite_gram(gram)
   gn, scale, nonzero = unit_gram(gram)
   res = nonneg_qp(gn + 1.0, -jnp.ones((k,), dtype), max_iter=max_iter)
   total = jnp.sum(res.x)
   ok = nonzero & (total > 0) & jnp.all(jnp.isfinite(res.x))
   uniform = jnp.full((k,), 1.0 / k, dtype)
   weights = jnp.where(ok, res.x / jnp.where(ok, total, 1.0), uniform)
-  return MGDAResult(weights, simplex_kkt_residual(gn, weights), res.iterations)
+  weights, residual = flag_non_finite(finite, weights, simplex_kkt_residual(gn, weights))
+  return MGDAResult(weights, residual, res.iterations)
 
 
 def mgda(max_iter: int | None = None) -> Weighting:

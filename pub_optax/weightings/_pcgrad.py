@@ -28,6 +28,7 @@ from pub_optax.weightings._base import (
   solve_dtype,
   symmetric_gram,
 )
+from pub_optax.weightings._linalg import finite_gram, flag_non_finite
 
 Array = jax.Array
 
@@ -55,7 +56,8 @@ def pcgrad_weights(gram: Array, orders: Array) -> Array:
       in which task i is projected against the others (see :func:`random_orders`).
 
   Returns:
-    ``(K,)`` weights (1 for every task when no pair conflicts).
+    ``(K,)`` weights (1 for every task when no pair conflicts), each at least 1; NaN
+    when G has a non-finite entry.
 
   Example:
     >>> import jax.numpy as jnp
@@ -71,6 +73,7 @@ def pcgrad_weights(gram: Array, orders: Array) -> Array:
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
+  finite, gram = finite_gram(gram)
   g = symmetric_gram(gram)
   orders = jnp.asarray(orders, jnp.int32)
   if orders.shape != (k, k):
@@ -87,7 +90,8 @@ def pcgrad_weights(gram: Array, orders: Array) -> Array:
 
     return jax.lax.fori_loop(0, k, visit, jnp.zeros((k,), dtype).at[i].set(1.0))
 
-  return jnp.sum(jax.vmap(one_task)(jnp.arange(k), orders), axis=0)
+  weights = jnp.sum(jax.vmap(one_task)(jnp.arange(k), orders), axis=0)
+  return jnp.where(finite, weights, jnp.nan)
 
 
 def pcgrad(seed: int = 0) -> Weighting:
@@ -120,6 +124,8 @@ def pcgrad(seed: int = 0) -> Weighting:
     del task_losses
     key, sub = jax.random.split(state)
     weights = pcgrad_weights(gram, random_orders(sub, gram.shape[0]))
-    return WeightingResult(weights, key, jnp.zeros((), weights.dtype))
+    ok = jnp.all(jnp.isfinite(gram))
+    weights, residual = flag_non_finite(ok, weights, jnp.zeros((), weights.dtype))
+    return WeightingResult(weights, key, residual)
 
   return Weighting(init=init, weigh=weigh, name="pcgrad")

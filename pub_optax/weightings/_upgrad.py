@@ -31,6 +31,7 @@ from pub_optax.weightings._base import (
   stateless_solver,
   symmetric_gram,
 )
+from pub_optax.weightings._linalg import finite_gram, flag_non_finite
 from pub_optax.weightings._qp import nonneg_qp
 
 Array = jax.Array
@@ -53,7 +54,8 @@ def upgrad_weights(
 
   Returns:
     ``(weights, residual)``: ``(K,)`` weights, ``w ≥ p``, and the largest relative
-    KKT residual of the K projections. Invariant to scaling G.
+    KKT residual of the K projections. Invariant to scaling G. NaN weights and an
+    infinite residual when G has a non-finite entry.
 
   Example:
     >>> import jax.numpy as jnp
@@ -70,6 +72,7 @@ def upgrad_weights(
   check_gram(gram)
   dtype = solve_dtype(gram)
   k = gram.shape[0]
+  finite, gram = finite_gram(gram)
   g = symmetric_gram(gram)
   trace = jnp.sum(jnp.diagonal(g))
   nonzero = trace > jnp.finfo(dtype).tiny
@@ -86,7 +89,7 @@ def upgrad_weights(
     return u + res.x, res.residual
 
   vs, residuals = jax.vmap(project)(lower)
-  return jnp.sum(vs, axis=0), jnp.max(residuals)
+  return flag_non_finite(finite, jnp.sum(vs, axis=0), jnp.max(residuals))
 
 
 def upgrad(

@@ -82,3 +82,79 @@ def permuted(batch: Batch, seed: int = 1) -> tuple[Batch, np.ndarray]:
   perm = np.random.default_rng(seed).permutation(batch.grams.shape[1])
   vectors = batch.vectors[:, perm]
   return batch._replace(grams=batch.grams[:, perm][:, :, perm], vectors=vectors), perm
+
+
+ADVERSARIAL_KINDS = (
+  "random",
+  "rank_one",
+  "rank_one_signed",
+  "alternating",
+  "opposed",
+  "near_duplicate",
+  "zero_rows",
+  "zero",
+  "orthogonal",
+  "low_rank",
+)
+"""What :func:`adversarial_grams` draws, in turn: full rank; rank one with positive and
+with random-sign coefficients; ``outer(s, s)`` with ``s = ±1`` alternating (the tasks
+cancel exactly); pairs of exactly opposed tasks; near duplicates (``1e-7`` apart);
+random tasks with some rows zero; the zero matrix; orthogonal tasks; rank ``K/2``."""
+
+
+def _adversarial_vectors(rng: np.random.Generator, kind: str, k: int) -> np.ndarray:
+  dim = k + 3
+  if kind == "random":
+    return rng.standard_normal((k, dim))
+  if kind in ("rank_one", "rank_one_signed"):
+    coef = rng.uniform(0.5, 2.0, size=k)
+    if kind == "rank_one_signed":
+      coef *= rng.choice([-1.0, 1.0], size=k)
+    return np.outer(coef, rng.standard_normal(dim))
+  if kind == "alternating":
+    return np.outer((-1.0) ** np.arange(k), np.eye(1, dim)[0])
+  if kind == "opposed":
+    j = rng.standard_normal((k, dim))
+    j[1::2] = -j[0 : k - k % 2 : 2] * rng.uniform(0.5, 2.0, size=(k // 2, 1))
+    return j
+  if kind == "near_duplicate":
+    return rng.standard_normal((1, dim)) + 1e-7 * rng.standard_normal((k, dim))
+  if kind == "zero_rows":
+    j = rng.standard_normal((k, dim))
+    j[rng.random(k) < 0.3] = 0.0
+    return j
+  if kind == "zero":
+    return np.zeros((k, dim))
+  if kind == "orthogonal":
+    return np.linalg.qr(rng.standard_normal((dim, dim)))[0][:k]
+  rank = max(k // 2, 1)
+  return rng.standard_normal((k, rank)) @ rng.standard_normal((rank, dim))
+
+
+def adversarial_grams(k: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """``n`` hard Gram matrices for K tasks, float64, cycling through :data:`ADVERSARIAL_KINDS`.
+
+  Every matrix gets an overall scale and per-task scales such that its squared task
+  norms ``G_kk`` spread over a random part of ``[1e-30, 1e30]`` (every entry stays
+  in float32's normal range).
+
+  Returns:
+    ``(grams, kinds)``: ``(n, K, K)`` matrices and the ``(n,)`` index of each one's kind.
+  """
+  rng = np.random.default_rng([seed, k])
+  grams, kinds = [], []
+  for i in range(n):
+    kind = i % len(ADVERSARIAL_KINDS)
+    j = _adversarial_vectors(rng, ADVERSARIAL_KINDS[kind], k)
+    norms = np.linalg.norm(j, axis=1, keepdims=True)
+    unit = np.divide(j, norms, out=np.zeros_like(j), where=norms > 0)
+    lo, hi = np.sort(rng.uniform(-30.0, 30.0, size=2))
+    if i % 3 == 0:  # a third of the matrices keep similar task norms
+      lo = hi = rng.uniform(-30.0, 30.0)
+    log_sq = rng.uniform(lo, hi, size=(k, 1))
+    if kind == ADVERSARIAL_KINDS.index("alternating") and i % 2:
+      log_sq[:] = lo  # exact cancellation needs equal norms
+    j = unit * 10.0 ** (log_sq / 2.0)
+    grams.append(j @ j.T)
+    kinds.append(kind)
+  return np.stack(grams), np.array(kinds)
