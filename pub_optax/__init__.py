@@ -9,8 +9,11 @@ weights), :mod:`pub_optax.ranking` (Flax NNX ranking models, data, the ``pub-opt
 
 from pub_optax import weightings
 from pub_optax._balance import (
+  BalanceDiagnostics,
   BalanceState,
+  Commit,
   Level,
+  Lookahead,
   Scaling,
   balance,
   balance_state,
@@ -33,6 +36,9 @@ from pub_optax.weightings._nash import NashResult, nash_weights
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+  "BalanceDiagnostics",
+  "Commit",
+  "Lookahead",
   "per_task",
   "multi_steps",
   "MultiStepsState",

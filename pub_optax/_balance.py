@@ -49,9 +49,32 @@ from pub_optax.weightings._base import Weighting
 Array = jax.Array
 Level = Literal["gradient", "update"]
 Scaling = Literal["raw", "rms", "convex"]
+Lookahead = Literal["full", "fresh"]
+Commit = Literal["scaled", "convex"]
 
 LEVELS: tuple[Level, ...] = ("gradient", "update")
 SCALINGS: tuple[Scaling, ...] = ("raw", "rms", "convex")
+LOOKAHEADS: tuple[Lookahead, ...] = ("full", "fresh")
+COMMITS: tuple[Commit, ...] = ("scaled", "convex")
+
+
+class BalanceDiagnostics(NamedTuple):
+  """What the last refresh saw, cheap enough to log every step.
+
+  Attributes:
+    raw_weights: ``(K,)`` the weighting's weights before scaling.
+    cosines: ``(K, K)`` cosines between the balanced vectors over the shared leaves (the
+      Gram matrix normalised by its diagonal; 0 where a vector is zero).
+    history_share: ``(K,)`` at update level with ``diagnostics=True`` or
+      ``lookahead="fresh"``: ``‖h‖² / ‖d_k‖²`` over the shared leaves, where
+      ``h = inner(0, s)`` is the look-ahead of a zero gradient — the part of every task's
+      look-ahead ``d_k = inner(g_k, s)`` that the committed state alone would produce.
+      Zeros otherwise.
+  """
+
+  raw_weights: Array
+  cosines: Array
+  history_share: Array
 
 
 class BalanceState(NamedTuple):
@@ -70,6 +93,7 @@ class BalanceState(NamedTuple):
     params: zero-size ``(0, *param_shape)`` arrays recording the shapes and dtypes
       of the params the state was initialised with (they hold no data), so that
       gradients without a task axis are refused even when ``params`` is not passed.
+    diagnostics: :class:`BalanceDiagnostics` of the last refresh.
   """
 
   count: Array
@@ -78,6 +102,7 @@ class BalanceState(NamedTuple):
   weighting: Any
   residual: Array
   params: Any
+  diagnostics: BalanceDiagnostics
 
 
 def scale_weights(weights: Array, scaling: Scaling, num_shared: int) -> Array:
@@ -110,9 +135,16 @@ def _weights_dtype(params) -> Any:
   return jnp.promote_types(jnp.result_type(*dtypes) if dtypes else jnp.float32, jnp.float32)
 
 
-def _check_options(level, scaling, per_task_state, num_tasks, refresh_every, weighting) -> None:
+def _check_options(level, scaling, per_task_state, num_tasks, refresh_every, weighting,
+                   lookahead, commit) -> None:  # fmt: skip
   if level not in LEVELS:
     raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+  if lookahead not in LOOKAHEADS:
+    raise ValueError(f"lookahead must be one of {LOOKAHEADS}, got {lookahead!r}")
+  if commit not in COMMITS:
+    raise ValueError(f"commit must be one of {COMMITS}, got {commit!r}")
+  if lookahead == "fresh" and level != "update":
+    raise ValueError("lookahead='fresh' needs level='update' (it splits the inner look-ahead)")
   if scaling not in SCALINGS:
     raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
   if per_task_state and level != "update":
@@ -124,12 +156,35 @@ def _check_options(level, scaling, per_task_state, num_tasks, refresh_every, wei
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+class _Solved(NamedTuple):
+  weights: Array
+  weighting: Any
+  residual: Array
+  diagnostics: BalanceDiagnostics
+
+
+def _sq_norms(vectors, mask) -> Array:
+  """``(K,)`` squared norms of the K stacked vectors over the leaves where ``mask`` is True."""
+  norms = [
+    jnp.sum(jnp.square(v.astype(jnp.promote_types(v.dtype, jnp.float32))).reshape(v.shape[0], -1), 1)
+    for v, m in zip(jax.tree.leaves(vectors), jax.tree.leaves(mask))
+    if m
+  ]  # fmt: skip
+  return sum(norms[1:], norms[0])
+
+
+def _cosines(gram: Array) -> Array:
+  norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+  outer = norms[:, None] * norms[None, :]
+  return jnp.where(outer > 0, gram / jnp.where(outer > 0, outer, 1.0), 0.0)
+
+
 class _Step(NamedTuple):
   """The balancing step on dense (or compacted row-sparse) task gradients.
 
   Every method closes over the transformation's static options, so the code paths
-  (gradient or update level, Gram or loss weighting, per-task state, refresh period)
-  are fixed when the transformation is built.
+  (gradient or update level, Gram or loss weighting, per-task state, refresh period,
+  look-ahead split, committed weights) are fixed when the transformation is built.
   """
 
   inner: optax.GradientTransformationExtraArgs
@@ -138,6 +193,13 @@ class _Step(NamedTuple):
   scaling: Scaling
   refresh_every: int
   per_task_state: bool
+  lookahead: Lookahead
+  commit: Commit
+  diagnostics: bool
+
+  @property
+  def needs_history(self) -> bool:
+    return self.level == "update" and (self.diagnostics or self.lookahead == "fresh")
 
   def vectors(self, grads, inner_state, params, extra):
     """The K vectors to balance and, with per-task state, the K advanced inner states."""
@@ -148,42 +210,68 @@ class _Step(NamedTuple):
       grads, inner_state
     )
 
-  def solve(self, vectors, mask, state, task_losses, num_shared, gram_offset):
-    """Weights (scaled), weighting state and residual from the vectors or the losses."""
+  def history(self, grads, inner_state, params, extra):
+    """``(K, ...)`` look-aheads of a zero gradient: what the committed state alone moves.
+
+    One inner step with a shared state (broadcast over the task axis); K with per-task states.
+    """
+    zero = jax.tree.map(lambda g: jnp.zeros_like(g[0]), grads)
+    if self.per_task_state:
+      return jax.vmap(lambda s: self.inner.update(zero, s, params, **extra)[0])(inner_state)
+    h, _ = self.inner.update(zero, inner_state, params, **extra)
+    return jax.tree.map(lambda x, g: jnp.broadcast_to(x[None], g.shape), h, grads)
+
+  def solve(self, vectors, history, mask, state, task_losses, num_shared, gram_offset):
+    """Weights (scaled), weighting state, residual and diagnostics."""
     w = self.weighting
     losses = task_losses if w.needs_losses else None
+    k = state.weights.shape[0]
+    dtype = state.weights.dtype
+    balanced = vectors
+    if self.lookahead == "fresh":  # rows outside a batch have no fresh part
+      balanced, gram_offset = jax.tree.map(jnp.subtract, vectors, history), 0.0
     if w.kind == "gram":
-      gram = gram_matrix(vectors, mask)
-      res = w.weigh(gram + jnp.asarray(gram_offset, gram.dtype), state.weighting, losses)
+      gram = gram_matrix(balanced, mask) + jnp.asarray(gram_offset, jnp.float32)
+      res = w.weigh(gram, state.weighting, losses)
+      cosines = _cosines(gram).astype(dtype)
     else:
       res = w.weigh(losses, state.weighting)
-    raw = jnp.asarray(res.weights, state.weights.dtype)
-    residual = jnp.asarray(res.residual, state.residual.dtype)
-    return scale_weights(raw, self.scaling, num_shared), res.state, residual
+      cosines = jnp.zeros((k, k), dtype)
+    share = jnp.zeros((k,), dtype)
+    if history is not None:
+      full = _sq_norms(vectors, mask) + gram_offset
+      past = _sq_norms(history, mask) + gram_offset
+      share = jnp.where(full > 0, past / jnp.where(full > 0, full, 1.0), 0.0).astype(dtype)
+    raw = jnp.asarray(res.weights, dtype)
+    return _Solved(
+      scale_weights(raw, self.scaling, num_shared),
+      res.state,
+      jnp.asarray(res.residual, state.residual.dtype),
+      BalanceDiagnostics(raw, cosines, share),
+    )
 
-  def refreshed(self, solve, state):
+  def refreshed(self, solve, state) -> _Solved:
     """``solve()`` every ``refresh_every`` steps, the state's last weights in between."""
     if isinstance(self.refresh_every, int) and self.refresh_every == 1:
       return solve()
-    keep = lambda: (state.weights, state.weighting, state.residual)
+    keep = lambda: _Solved(state.weights, state.weighting, state.residual, state.diagnostics)
     return jax.lax.cond(state.count % self.refresh_every == 0, solve, keep)
 
   def combine(self, weights, vectors, grads, task_states, inner_state, params, mask, extra):
     """The balanced direction and the new inner state."""
     weigh_all = self.weighting.kind == "loss"
 
-    def mix(stacked):  # in the gradients' dtype, so the inner state keeps its dtypes
+    def mix(stacked, w):  # in the gradients' dtype, so the inner state keeps its dtypes
       return jax.tree.map(
-        lambda x, m: (weighted_sum(weights, x) if (m or weigh_all) else jnp.sum(x, 0)).astype(
-          x.dtype
-        ),
+        lambda x, m: (weighted_sum(w, x) if (m or weigh_all) else jnp.sum(x, 0)).astype(x.dtype),
         stacked,
         mask,
       )
 
     if self.per_task_state:
-      return mix(vectors), task_states
-    committed, inner_state = self.inner.update(mix(grads), inner_state, params, **extra)
+      return mix(vectors, weights), task_states
+    commit = scale_weights(weights, "convex", 0) if self.commit == "convex" else weights
+    committed, inner_state = self.inner.update(mix(grads, commit), inner_state, params, **extra)
     if self.level == "gradient":
       return committed, inner_state
     balanced = lambda v, c, m: weighted_sum(weights, v) if m else c
@@ -191,15 +279,18 @@ class _Step(NamedTuple):
 
   def __call__(self, grads, inner_state, params, state, mask, num_shared, task_losses, extra,
                gram_offset=0.0, clean=lambda v: v):  # fmt: skip
-    """One step: ``(direction, inner_state, weights, weighting_state, residual)``."""
+    """One step: ``(direction, inner_state, solved)``."""
     vectors, task_states = self.vectors(grads, inner_state, params, extra)
     vectors = clean(vectors)
-    solve = lambda: self.solve(vectors, mask, state, task_losses, num_shared, gram_offset)
-    weights, weighting_state, residual = self.refreshed(solve, state)
+    history = None
+    if self.needs_history:
+      history = clean(self.history(grads, inner_state, params, extra))
+    solve = lambda: self.solve(vectors, history, mask, state, task_losses, num_shared, gram_offset)
+    solved = self.refreshed(solve, state)
     direction, inner_state = self.combine(
-      weights, vectors, grads, task_states, inner_state, params, mask, extra
+      solved.weights, vectors, grads, task_states, inner_state, params, mask, extra
     )
-    return direction, inner_state, weights, weighting_state, residual
+    return direction, inner_state, solved
 
 
 def _row_sparse_step(step: _Step, tables: TableRows, state, params, mask, num_shared,
@@ -218,7 +309,7 @@ def _row_sparse_step(step: _Step, tables: TableRows, state, params, mask, num_sh
   inner = step.inner
   base_direction, base_state = tables.zero_gradient_step(inner, state.inner, params, **extra)
   offset = tables.untouched_sq_norm(base_direction, mask) if step.level == "update" else 0.0
-  direction, inner_state, weights, weighting_state, residual = step(
+  direction, inner_state, solved = step(
     tables.compact_grads,
     tables.gather_state(inner, state.inner),
     None if params is None else tables.gather(params),
@@ -230,11 +321,11 @@ def _row_sparse_step(step: _Step, tables: TableRows, state, params, mask, num_sh
     gram_offset=offset,
     clean=tables.zero_padding,
   )
-  total = jnp.sum(weights)
+  total = jnp.sum(solved.weights)
   scale = jax.tree.map(lambda m: total if (m and step.level == "update") else 1.0, mask)
   direction = tables.expand(direction, base_direction, scale)
   inner_state = tables.merge_state(inner, base_state, inner_state)
-  return direction, inner_state, weights, weighting_state, residual
+  return direction, inner_state, solved
 
 
 def scale_by_balance(
@@ -247,6 +338,9 @@ def scale_by_balance(
   refresh_every: int = 1,
   scaling: Scaling = "raw",
   per_task_state: bool = False,
+  lookahead: Lookahead = "full",
+  commit: Commit = "scaled",
+  diagnostics: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Balances K tasks with ``weighting`` at gradient or update level (learning-rate free).
 
@@ -281,6 +375,16 @@ def scale_by_balance(
       updates are then real updates (each task's state advances with its own
       gradient) and task-specific leaves receive ``Σ_k d_k``. Memory K× the inner
       state. Only with ``level="update"``.
+    lookahead: ``"full"`` balances the look-aheads ``d_k``; ``"fresh"`` computes the
+      weights from ``d_k − h``, the look-aheads minus the zero-gradient look-ahead
+      ``h = inner(0, s)`` that the committed state gives every task alike, and still
+      applies ``Σ_k α̂_k d_k``. Only with ``level="update"``; one more inner step.
+    commit: which weights build the gradient ``Σ_k w_k g_k`` that advances the inner
+      state: ``"scaled"`` (α̂, the applied weights) or ``"convex"`` (``α / Σα``, so the
+      state stays in the units of one task's gradient whatever ``scaling`` does to the
+      applied step).
+    diagnostics: also record :attr:`BalanceDiagnostics.history_share` (one more inner
+      step at update level); the raw weights and the cosines are always recorded.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with a :class:`BalanceState`. Its
@@ -300,9 +404,13 @@ def scale_by_balance(
     >>> [round(x, 4) for x in direction["w"].tolist()], state.weights.tolist()
     ([0.5, 0.5], [0.5, 0.5])
   """
-  _check_options(level, scaling, per_task_state, num_tasks, refresh_every, weighting)
+  _check_options(
+    level, scaling, per_task_state, num_tasks, refresh_every, weighting, lookahead, commit
+  )
   inner = optax.with_extra_args_support(inner)
-  step = _Step(inner, weighting, level, scaling, refresh_every, per_task_state)
+  step = _Step(
+    inner, weighting, level, scaling, refresh_every, per_task_state, lookahead, commit, diagnostics
+  )
 
   def init_fn(params):
     k = int(num_tasks)  # concrete at init, also under optax.inject_hyperparams
@@ -317,6 +425,9 @@ def scale_by_balance(
       weighting=weighting.init(k, dtype),
       residual=jnp.zeros((), dtype),
       params=shape_templates(params),
+      diagnostics=BalanceDiagnostics(
+        jnp.ones((k,), dtype), jnp.zeros((k, k), dtype), jnp.zeros((k,), dtype)
+      ),
     )
 
   def update_fn(task_grads, state, params=None, *, task_losses=None, **extra):
@@ -334,15 +445,16 @@ def scale_by_balance(
       out = step(task_grads, state.inner, params, state, *args)
     else:
       out = _row_sparse_step(step, tables, state, params, *args)
-    direction, inner_state, weights, weighting_state, residual = out
+    direction, inner_state, solved = out
     direction = jax.tree.map(lambda d, r: d.astype(r.dtype), direction, reference)
     new_state = BalanceState(
       count=optax.safe_increment(state.count),
       inner=inner_state,
-      weights=weights,
-      weighting=weighting_state,
-      residual=residual,
+      weights=solved.weights,
+      weighting=solved.weighting,
+      residual=solved.residual,
       params=state.params,
+      diagnostics=solved.diagnostics,
     )
     return direction, new_state
 
@@ -360,6 +472,9 @@ def balance(
   refresh_every: int = 1,
   scaling: Scaling = "raw",
   per_task_state: bool = False,
+  lookahead: Lookahead = "full",
+  commit: Commit = "scaled",
+  diagnostics: bool = False,
   weight_decay: chex.Numeric = 0.0,
   weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -370,7 +485,7 @@ def balance(
   the decay step is left out when ``weight_decay`` is the literal 0.
 
   Args:
-    inner, weighting, num_tasks, level, shared, refresh_every, scaling, per_task_state:
+    inner, weighting, num_tasks, level, shared, refresh_every, scaling, per_task_state, lookahead, commit, diagnostics:
       see :func:`scale_by_balance`.
     learning_rate: float or optax schedule (``η``).
     weight_decay: decoupled weight decay ``λ`` (``Δθ −= η·λ·θ``), applied once per
@@ -405,6 +520,9 @@ def balance(
     refresh_every=refresh_every,
     scaling=scaling,
     per_task_state=per_task_state,
+    lookahead=lookahead,
+    commit=commit,
+    diagnostics=diagnostics,
   )
   parts = [core]
   if not (isinstance(weight_decay, int | float) and weight_decay == 0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import chex
 import optax
 
-from pub_optax._balance import SharedSpec, balance
+from pub_optax._balance import Commit, Lookahead, SharedSpec, balance
 from pub_optax.weightings._base import Weighting
 from pub_optax.weightings._nash import nash
 
@@ -27,6 +27,9 @@ def pub(
   weighting: Weighting | None = None,
   weight_decay: chex.Numeric = 0.0,
   weight_decay_mask: SharedSpec = None,
+  lookahead: Lookahead = "full",
+  commit: Commit = "scaled",
+  diagnostics: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Parameter Update Balancing around any learning-rate-free optax direction.
 
@@ -49,7 +52,7 @@ def pub(
     direction: learning-rate-free inner transformation, e.g. ``optax.scale_by_adam()``.
     learning_rate: float or schedule.
     num_tasks: K.
-    shared, refresh_every, scaling, per_task_state, weight_decay, weight_decay_mask:
+    shared, refresh_every, scaling, per_task_state, weight_decay, weight_decay_mask, lookahead, commit, diagnostics:
       see :func:`pub_optax.balance`.
     weighting: defaults to :func:`pub_optax.weightings.nash`; any other
       weighting gives update-level balancing with that rule.
@@ -85,6 +88,9 @@ def pub(
     refresh_every=refresh_every,
     scaling=scaling,
     per_task_state=per_task_state,
+    lookahead=lookahead,
+    commit=commit,
+    diagnostics=diagnostics,
     weight_decay=weight_decay,
     weight_decay_mask=weight_decay_mask,
   )
@@ -104,6 +110,9 @@ def pub_adam(
   per_task_state: bool = False,
   weighting: Weighting | None = None,
   weight_decay_mask: SharedSpec = None,
+  lookahead: Lookahead = "full",
+  commit: Commit = "scaled",
+  diagnostics: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""PUB with Adam directions and decoupled weight decay applied once per step.
 
@@ -116,7 +125,7 @@ def pub_adam(
     b1, b2, eps: Adam's hyper-parameters.
     weight_decay: decoupled (AdamW-style) weight decay.
     num_tasks: K.
-    shared, refresh_every, scaling, per_task_state, weighting, weight_decay_mask:
+    shared, refresh_every, scaling, per_task_state, weighting, weight_decay_mask, lookahead, commit, diagnostics:
       see :func:`pub` (spelled out rather than ``**kwargs`` so that
       ``optax.inject_hyperparams(pub_adam)`` can bind them).
 
@@ -151,4 +160,7 @@ def pub_adam(
     weighting=weighting,
     weight_decay=weight_decay,
     weight_decay_mask=weight_decay_mask,
+    lookahead=lookahead,
+    commit=commit,
+    diagnostics=diagnostics,
   )
