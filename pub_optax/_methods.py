@@ -38,11 +38,16 @@ from pub_optax._pub import pub
 from pub_optax.weightings._aligned import aligned_mtl
 from pub_optax.weightings._base import Weighting
 from pub_optax.weightings._cagrad import cagrad
+from pub_optax.weightings._dwa import dwa
+from pub_optax.weightings._geometric import geometric_mean
 from pub_optax.weightings._imtl import imtl_g
+from pub_optax.weightings._imtl_l import imtl_l
 from pub_optax.weightings._mgda import mgda
 from pub_optax.weightings._nash import nash
+from pub_optax.weightings._pbi import pbi
 from pub_optax.weightings._pcgrad import pcgrad
 from pub_optax.weightings._simple import equal, ones, rlw
+from pub_optax.weightings._stch import stch
 from pub_optax.weightings._upgrad import upgrad
 
 
@@ -113,8 +118,8 @@ def _on_gradients(weighting: Weighting, inner=None):
   return build
 
 
-def _on_updates(scaling=None, per_task_state=False, inner=None):
-  """PUB: Nash weights on the inner optimizer's per-task updates."""
+def _on_updates(scaling=None, per_task_state=False, inner=None, **options):
+  """PUB: Nash weights on the inner optimizer's per-task updates (``options`` go to ``pub``)."""
 
   def build(learning_rate, num_tasks, shared, h):
     return pub(
@@ -125,6 +130,7 @@ def _on_updates(scaling=None, per_task_state=False, inner=None):
       refresh_every=h["refresh_every"],
       scaling=scaling,
       per_task_state=per_task_state,
+      **options,
       **_decay(h),
     )
 
@@ -160,6 +166,12 @@ def _uncertainty(learning_rate):
   return make
 
 
+def _build_imtl_l(learning_rate, num_tasks, shared, h):
+  rate = learning_rate if h["weight_learning_rate"] is None else h["weight_learning_rate"]
+  weighting = imtl_l(rate, init=h["init_log_scale"])
+  return _on_gradients(weighting)(learning_rate, num_tasks, shared, h)
+
+
 def _build_uncertainty(learning_rate, num_tasks, shared, h):
   return _on_gradients(_uncertainty(learning_rate))(learning_rate, num_tasks, shared, h)
 
@@ -186,6 +198,8 @@ _register("pub_raw", _on_updates("raw"), "PUB with the raw Nash weights (the pub
 _register("pub_convex", _on_updates("convex"), "PUB with Nash weights normalised to sum to 1", _PUB, "update", _REFRESH)  # fmt: skip
 _register("pub_adatask", _on_updates(per_task_state=True), "PUB over AdaTask's per-task Adam updates (one Adam state per task)", f"{_PUB}; {_ADATASK}", "update", _REFRESH, row_sparse=False)  # fmt: skip
 _register("pub_clippy", _on_updates(inner=_clippy), "PUB over per-task Clippy-Adam updates", f"{_PUB}; {_CLIPPY}", "update", {**_REFRESH, **_CLIP}, row_sparse=False)  # fmt: skip
+_register("pub_fresh", _on_updates(lookahead="fresh"), "PUB with Nash weights from the fresh part of each look-ahead (minus the committed state's zero-gradient step), weights summing to 1", _PUB, "update", _REFRESH)  # fmt: skip
+_register("pub_rms_convex_state", _on_updates("rms", commit="convex"), "PUB with an Adam-sized (unit RMS) Nash step whose committed state uses weights summing to 1", _PUB, "update", _REFRESH)  # fmt: skip
 _register("pub_fixed", _build_pub_fixed, "control: PUB with the task weights stuck at 1, as the public code runs", _PUB, "update")  # fmt: skip
 _register("nash_mtl", _on_gradients(nash()), "Nash-MTL: Nash bargaining weights α_k(Gα)_k = 1 on the task gradients", _NAV, "gradient", _REFRESH)  # fmt: skip
 _register("mgda", _on_gradients(mgda()), "MGDA: min-norm convex combination of the task gradients", "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018", "gradient", _REFRESH)  # fmt: skip
@@ -197,6 +211,11 @@ _register("aligned_mtl", _on_gradients(aligned_mtl()), "Aligned-MTL: align task 
 _register("rlw", _on_gradients(lambda h: rlw(h["seed"])), "RLW: random softmax-of-Gaussian task weights at every step", "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022", "gradient", {"seed": 0})  # fmt: skip
 _register("uncertainty", _build_uncertainty, "Uncertainty weighting: weights exp(-s_k), log-variances learned on Σ exp(-s)L + s", "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses, CVPR 2018", "loss", {"weight_learning_rate": None, "init_log_var": 0.0}, needs_losses=True)  # fmt: skip
 _register("famo", _on_gradients(lambda h: famo(h["weight_learning_rate"], gamma=h["gamma"], min_losses=h["min_losses"])), "FAMO: loss weights from logits adapted to the log-loss decrease", "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023", "loss", {"weight_learning_rate": 0.025, "gamma": 0.01, "min_losses": 0.0}, needs_losses=True)  # fmt: skip
+_register("dwa", _on_gradients(lambda h: dwa(h["temperature"], period=h["period"])), "DWA: weights K·softmax(r/T), r the ratio of the last two period-average losses", "Liu, Johns & Davison, End-to-End Multi-Task Learning with Attention, CVPR 2019", "loss", {"temperature": 2.0, "period": 1}, needs_losses=True)  # fmt: skip
+_register("imtl_l", _build_imtl_l, "IMTL-L: weights e^s_k, log-scales learned on Σ e^s L − s (weights -> 1/L)", "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021", "loss", {"weight_learning_rate": None, "init_log_scale": 0.0}, needs_losses=True)  # fmt: skip
+_register("stch", _on_gradients(lambda h: stch(h["mu"], preference=h["preference"], ideal=h["ideal"])), "STCH: weights p∘softmax(p∘(L−z)/μ), the loss-gradient of the smooth Tchebycheff scalarisation", "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024", "loss", {"mu": 1.0, "preference": None, "ideal": None}, needs_losses=True)  # fmt: skip
+_register("pbi", _on_gradients(lambda h: pbi(h["theta"], preference=h["preference"], ideal=h["ideal"])), "PBI: weights p̂ + θ r/‖r‖, the loss-gradient of d1 + θ d2 about a preference ray", "Zhang & Li, MOEA/D: A Multiobjective Evolutionary Algorithm Based on Decomposition, IEEE TEC 2007", "loss", {"theta": 5.0, "preference": None, "ideal": None}, needs_losses=True)  # fmt: skip
+_register("geometric_mean", _on_gradients(geometric_mean()), "Geometric mean (GLS): weights (Π L)^{1/K}/(K L_k), the loss-gradient of (Π L)^{1/K}; positive losses", "Chennupati et al., MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss Strategy for Multi-Task Learning, CVPR Workshops 2019", "loss", needs_losses=True)  # fmt: skip
 _register("adatask", _build_adatask, "AdaTask: separate Adam moments per task on shared parameters, summed", _ADATASK, "update", row_sparse=False)  # fmt: skip
 _register("clippy_adam", _on_gradients(ones(), inner=_clippy), "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs", _CLIPPY, "gradient", _CLIP, row_sparse=False)  # fmt: skip
 

@@ -7,42 +7,59 @@ them to per-task gradients (classic methods) or to per-task updates (PUB).
 from pub_optax.weightings._aligned import aligned_mtl, aligned_mtl_weights
 from pub_optax.weightings._base import Kind, Weighting, WeightingResult, stateless, stateless_solver
 from pub_optax.weightings._cagrad import CAGradResult, cagrad, cagrad_weights
+from pub_optax.weightings._constant import constant
+from pub_optax.weightings._dwa import DWAState, dwa
+from pub_optax.weightings._geometric import geometric_mean, gls
 from pub_optax.weightings._imtl import imtl_g, imtl_g_weights
+from pub_optax.weightings._imtl_l import IMTLLState, imtl_l
 from pub_optax.weightings._mgda import MGDAResult, mgda, mgda_weights
 from pub_optax.weightings._nash import NashResult, nash, nash_weights
+from pub_optax.weightings._pbi import PBIState, pbi
 from pub_optax.weightings._pcgrad import pcgrad, pcgrad_weights, random_orders
 from pub_optax.weightings._qp import QPResult, nonneg_qp
 from pub_optax.weightings._simple import RLWState, equal, ones, rlw
+from pub_optax.weightings._stch import STCHState, stch
 from pub_optax.weightings._upgrad import upgrad, upgrad_weights
 
 __all__ = [
   "CAGradResult",
+  "DWAState",
+  "IMTLLState",
   "Kind",
-  "RLWState",
-  "stateless_solver",
   "MGDAResult",
   "NashResult",
+  "PBIState",
   "QPResult",
+  "RLWState",
+  "STCHState",
   "Weighting",
   "WeightingResult",
   "aligned_mtl",
   "aligned_mtl_weights",
   "cagrad",
   "cagrad_weights",
+  "constant",
+  "dwa",
   "equal",
+  "geometric_mean",
+  "gls",
   "imtl_g",
   "imtl_g_weights",
+  "imtl_l",
   "mgda",
   "mgda_weights",
   "nash",
   "nash_weights",
   "nonneg_qp",
   "ones",
+  "pbi",
   "pcgrad",
   "pcgrad_weights",
   "random_orders",
   "rlw",
   "stateless",
+  "stateless_solver",
+  "stch",
   "upgrad",
   "upgrad_weights",
 ]

@@ -50,7 +50,7 @@ def constant(weights: Sequence[float] | Array) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._constant import constant
+    >>> from pub_optax.weightings import constant
     >>> w = constant([0.7, 0.2, 0.1])
     >>> [round(float(x), 6) for x in w.weigh(None, w.init(3, jnp.float32)).weights]
     [0.7, 0.2, 0.1]

@@ -86,7 +86,7 @@ def dwa(temperature: float = 2.0, *, period: int = 1) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._dwa import dwa
+    >>> from pub_optax.weightings import dwa
     >>> w = dwa(temperature=2.0)
     >>> state = w.init(2, jnp.float32)
     >>> for losses in ([1.0, 1.0], [0.5, 1.0], [0.25, 1.0]):

@@ -57,7 +57,7 @@ def geometric_mean() -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._geometric import geometric_mean
+    >>> from pub_optax.weightings import geometric_mean
     >>> w = geometric_mean()
     >>> res = w.weigh(jnp.array([1.0, 4.0]), w.init(2, jnp.float32))
     >>> [float(x) for x in res.weights], float(res.residual)  # G = 2: (2 / 2, 2 / 8)
@@ -89,7 +89,7 @@ def gls() -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._geometric import gls
+    >>> from pub_optax.weightings import gls
     >>> w = gls()
     >>> [float(x) for x in w.weigh(jnp.array([2.0, 8.0]), w.init(2, jnp.float32)).weights]
     [1.0, 0.25]

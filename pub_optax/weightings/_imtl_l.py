@@ -77,7 +77,7 @@ def imtl_l(
   Example:
     >>> import jax
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._imtl_l import imtl_l
+    >>> from pub_optax.weightings import imtl_l
     >>> w = imtl_l(learning_rate=0.05)
     >>> state, weigh = w.init(2, jnp.float32), jax.jit(w.weigh)
     >>> for _ in range(500):

@@ -67,7 +67,7 @@ def pbi(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._pbi import pbi
+    >>> from pub_optax.weightings import pbi
     >>> w = pbi(theta=5.0, preference=[1.0, 0.0])
     >>> res = w.weigh(jnp.array([2.0, 3.0]), w.init(2, jnp.float32))
     >>> [round(float(x), 4) for x in res.weights], round(float(res.residual), 4)

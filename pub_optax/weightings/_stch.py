@@ -98,7 +98,7 @@ def stch(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._stch import stch
+    >>> from pub_optax.weightings import stch
     >>> w = stch(mu=0.5)
     >>> res = w.weigh(jnp.array([1.0, 1.0 + jnp.log(3.0)]), w.init(2, jnp.float32))
     >>> [round(float(x), 4) for x in res.weights]  # (1/2) softmax((0, log 3) / 1)
