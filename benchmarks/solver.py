@@ -7,6 +7,10 @@ measures, on the same matrices:
 
 * ``newton_us``: one jitted ``nash_weights`` call (float32, the package default), after
   warm-up, ``block_until_ready``; median over many calls cycling through the matrices.
+* ``loop_free_us``: the same call forced onto the loop-free path that accelerators run
+  for K <= 16 (fixed Newton budget, unrolled Cholesky; the closed form at K = 2), on
+  this machine; ``loop_free_ratio`` = loop_free_us / newton_us, and ``err_loop_free``
+  its max relative difference from the loop path's weights.
 * ``batch_us``: the same solver ``jax.vmap``-ed over a batch, time per solve (throughput).
 * ``ccp_ms``: the Nash-MTL concave-convex procedure with the original settings
   (``NashCCP.nash_mtl``: 20 iterations, its stop rule, one conic solve per iteration,
@@ -19,12 +23,14 @@ measures, on the same matrices:
 
 Usage (from the repository root, package installed):
   python benchmarks/solver.py [--quick] [--json PATH]
+  python benchmarks/solver.py --loop-free-only  # loop vs loop-free Newton, no CCP, seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import itertools
 import sys
 import time
@@ -40,6 +46,7 @@ except ImportError:  # python benchmarks/solver.py
 
 import pub_optax
 from pub_optax.testing import NashCCP
+from pub_optax.weightings import _nash
 
 SPEEDUP_GOAL = 300.0
 AGREEMENT_GOAL = 1e-4
@@ -98,10 +105,33 @@ def _max_rel(a: np.ndarray, ref: np.ndarray) -> float:
   return float(np.max(np.abs(np.asarray(a, np.float64) - ref) / np.abs(ref)))
 
 
+def _nash_path(loop_free: bool):
+  return jax.jit(
+    functools.partial(_nash._solve, init=None, max_iter=64, ridge=None, loop_free=loop_free)
+  )
+
+
+def bench_loop_free(k: int, grams: np.ndarray, repeats: int) -> dict:
+  """Loop vs loop-free Newton on this machine (float32, one call at a time); {} above the cutoff."""
+  if k > _nash.LOOP_FREE_MAX_K:
+    return {}
+  dev32 = [jnp.asarray(g.astype(np.float32)) for g in grams]
+  row = {}
+  for name, loop_free in (("loop", False), ("loop_free", True)):
+    solve = _nash_path(loop_free)
+    row[f"{name}_weights"] = np.stack([np.asarray(solve(g).weights, np.float64) for g in dev32])
+    t = common.time_fn(_cycling(solve, dev32), repeats=repeats, warmup=3)
+    row[f"{name}_us"] = t["median_s"] * 1e6
+  row["err_loop_free"] = _max_rel(row.pop("loop_free_weights"), row.pop("loop_weights"))
+  row["loop_free_ratio"] = row["loop_free_us"] / row["loop_us"]
+  return row
+
+
 def bench_size(k: int, cfg: dict, rng: np.random.Generator) -> dict:
   n = cfg["num_matrices"]
   grams = conflicting_grams(rng, k, n)
   row: dict = dict(K=k, num_matrices=n)
+  row.update(bench_loop_free(k, grams, cfg["newton_repeats"]))
 
   # Tight CCP reference (DPP, trust region, residual <= 1e-8).
   tight = NashCCP(k)
@@ -175,6 +205,7 @@ COLUMNS = [
   ("K", "K"),
   ("newton_us", "newton f32 us", ".1f"),
   ("newton_f64_us", "f64 us", ".1f"),
+  ("loop_free_us", "loop-free us", ".1f"),
   ("batch_us", "vmap us/solve", ".2f"),
   ("ccp_ms", "CCP orig ms", ".1f"),
   ("ccp_iters", "iters", ""),
@@ -198,7 +229,14 @@ def main(argv=None) -> int:
     "--json", metavar="PATH", help="write every figure and the configuration here"
   )
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--loop-free-only",
+    action="store_true",
+    help="only the loop vs loop-free Newton timings for K <= 16 (no CCP)",
+  )
   args = parser.parse_args(argv)
+  if args.loop_free_only:
+    return loop_free_only(args.seed)
 
   cfg = dict(QUICK if args.quick else FULL)
   cfg.update(
@@ -255,6 +293,27 @@ def main(argv=None) -> int:
       dict(benchmark="solver", config=cfg, machine=info, summary=summary, rows=rows, wall_s=wall),
     )
     print(f"wrote {args.json}")
+  return 0
+
+
+LOOP_FREE_COLUMNS = [
+  ("K", "K"),
+  ("loop_us", "loop us", ".1f"),
+  ("loop_free_us", "loop-free us", ".1f"),
+  ("loop_free_ratio", "loop-free / loop", ".2f"),
+  ("err_loop_free", "max rel diff", ".1e"),
+]
+
+
+def loop_free_only(seed: int) -> int:
+  """Loop vs loop-free Newton per K on this machine (float32): the table behind the CPU choice."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for k in (2, 3, 4, 8, 16):
+    rows.append(dict(K=k, **bench_loop_free(k, conflicting_grams(rng, k, 5), repeats=200)))
+  info = common.machine_info()
+  print(f"Nash Newton, loop vs loop-free (jax, {info.get('jax_backend')}); {info['cpu_model']}")
+  common.print_table(rows, LOOP_FREE_COLUMNS)
   return 0
 
 

@@ -2,9 +2,8 @@
 
 On accelerators a K×K factorisation inside a solver loop is a library call (cuSOLVER)
 per step, and the loop itself waits on the host at every trip. For small static K
-the helpers below write the factorisation out in full: K rank-one updates for the
-Cholesky factor and K row (column) updates per triangular solve, each a handful of
-element-wise operations that the compiler fuses.
+:func:`spd_solve_unrolled` writes a linear solve out in full: K rank-one updates,
+each a handful of element-wise operations that the compiler fuses into one.
 
 Non-finite input, one rule for every Gram weighting: a Gram matrix with a NaN or
 ±Inf entry gives NaN weights and an infinite residual, returned promptly (the
@@ -22,62 +21,43 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def cholesky_unrolled(h: Array, floor: float = 0.0) -> Array:
-  r"""Lower Cholesky factor of a symmetric ``(K, K)`` matrix, unrolled over the static K.
+def spd_solve_unrolled(h: Array, b: Array, floor: float = 0.0) -> Array:
+  r"""Solves ``H x = b`` for symmetric positive definite H by Gauss–Jordan, unrolled over K.
 
-  Right-looking: column j is ``S[:, j]/√S_jj`` of the current Schur complement S,
-  then ``S ← S − l lᵀ``. Each pivot is clamped to at least ``floor``: for
-  ``H = I + M`` with M positive semi-definite every exact pivot is ≥ 1 (each Schur
-  complement of ``H`` is ``⪰ I``), so ``floor=1`` only undoes rounding that would
-  otherwise break the factorisation.
+  Step j divides row j of ``[H | b]`` by its pivot and eliminates column j from every
+  other row: one rank-one update of a ``K × (K+1)`` array, a single fused
+  element-wise operation, so the solve is K of them (a Cholesky factorisation and
+  two triangular solves take 3K). Without row exchanges the pivots are those of the
+  Cholesky factorisation (the Schur complements' leading entries); each is clamped
+  to at least ``floor``. For ``H = I + M`` with M positive semi-definite every exact
+  pivot is ≥ 1 (each Schur complement of H is ``⪰ I``), so ``floor=1`` only undoes
+  rounding that would otherwise break the elimination.
 
   Args:
-    h: ``(K, K)`` symmetric matrix.
-    floor: lower bound on the pivots; keep it positive for a finite factor.
+    h: ``(K, K)`` symmetric positive definite matrix.
+    b: ``(K,)`` right-hand side.
+    floor: lower bound on the pivots.
 
   Returns:
-    ``(K, K)`` lower-triangular L with ``L Lᵀ ≈ h``.
+    ``(K,)`` solution x.
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._linalg import cholesky_unrolled
-    >>> cholesky_unrolled(jnp.array([[4.0, 2.0], [2.0, 5.0]])).tolist()
-    [[2.0, 0.0], [1.0, 2.0]]
+    >>> from pub_optax.weightings._linalg import spd_solve_unrolled
+    >>> spd_solve_unrolled(jnp.array([[4.0, 2.0], [2.0, 5.0]]), jnp.array([6.0, 7.0])).tolist()
+    [1.0, 1.0]
 
   References:
-    Golub & Van Loan, "Matrix Computations", 4th ed., §4.2 (outer-product Cholesky).
+    Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., §14.4 (Gauss–Jordan).
   """
   k = h.shape[0]
-  index = jnp.arange(k)
-  s = h
-  cols = []
+  rows = jnp.arange(k)[:, None]
+  a = jnp.concatenate([h, b[:, None]], axis=1)
   for j in range(k):
-    pivot = jnp.maximum(s[j, j], floor)
-    col = jnp.where(index >= j, s[:, j], 0.0) * jax.lax.rsqrt(pivot)
-    col = col.at[j].set(jnp.sqrt(pivot))
-    cols.append(col)
-    s = s - jnp.outer(col, col)
-  return jnp.stack(cols, axis=1)
-
-
-def cho_solve_unrolled(l: Array, b: Array) -> Array:
-  r"""Solves ``L Lᵀ x = b`` by forward and back substitution, unrolled over the static K.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._linalg import cho_solve_unrolled
-    >>> l = jnp.array([[2.0, 0.0], [1.0, 2.0]])  # L Lᵀ = [[4, 2], [2, 5]]
-    >>> cho_solve_unrolled(l, jnp.array([6.0, 7.0])).tolist()
-    [1.0, 1.0]
-  """
-  k = l.shape[0]
-  y = jnp.zeros_like(b)
-  for i in range(k):
-    y = y.at[i].set((b[i] - l[i] @ y) / l[i, i])
-  x = jnp.zeros_like(b)
-  for i in reversed(range(k)):
-    x = x.at[i].set((y[i] - l[:, i] @ x) / l[i, i])
-  return x
+    row = a[j] / jnp.maximum(a[j, j], floor)
+    col = a[:, j : j + 1]
+    a = jnp.where(rows == j, row[None, :], a - col * row[None, :])
+  return a[:, k]
 
 
 def finite_gram(gram: Array) -> tuple[Array, Array]:

@@ -6,9 +6,24 @@ The Nash conditions are the stationarity conditions of the strictly convex poten
 
 so a few Newton steps solve them to machine precision with nothing but K×K linear
 algebra: no cvxpy, no host round-trip, fixed iteration budget, jittable and vmappable.
-Newton runs in the scaled variables ``α = a ∘ (1 + δ)``, where the Hessian is
-``diag(a) G diag(a) + I`` (every eigenvalue ≥ 1), so the linear solves are well
-conditioned whatever the scale of G.
+Newton runs on the unit-scale Gram matrix (largest ``G_kk`` = 1; ``α(cG) = α(G)/√c``)
+in the scaled variables ``α = a ∘ (1 + δ)``, where the Hessian is
+``diag(a) G diag(a) + I`` (every eigenvalue ≥ 1).
+
+How it runs depends on K and on the platform that executes the program (chosen with
+:func:`jax.lax.platform_dependent`, so a program traced on one machine and run on
+another takes the right path):
+
+* **K ≤ 2**: the closed form ``α_k = 1/√(G_kk (1 + ρ + ridge))``, ρ the correlation
+  of the two tasks: exact for the ridged G, no iteration anywhere.
+* **3 ≤ K ≤ 16 on GPU/TPU**: a fixed budget of 16 Newton steps written out in full,
+  each solve by unrolled Gauss–Jordan: no ``while``, no solver library call, nothing
+  that waits on the host. Steps after convergence leave α unchanged, so the result
+  is the loop's whenever Newton converges within the budget (well-conditioned
+  problems need at most about 10 steps).
+* **CPU, and K > 16 everywhere**: Newton in a ``while_loop`` with a library Cholesky
+  factorisation, stopping as soon as the Newton decrement reaches machine precision
+  (on CPU the written-out program is slower: ``benchmarks/solver.py --loop-free-only``).
 
 When no Nash solution exists the solver still returns finite positive weights, by
 this rule, and reports it with ``exact = False``:
@@ -37,12 +52,7 @@ from pub_optax.weightings._base import (
   solve_dtype,
   symmetric_gram,
 )
-from pub_optax.weightings._linalg import (
-  cho_solve_unrolled,
-  cholesky_unrolled,
-  finite_gram,
-  flag_non_finite,
-)
+from pub_optax.weightings._linalg import finite_gram, flag_non_finite, spd_solve_unrolled
 
 Array = jax.Array
 
@@ -54,7 +64,7 @@ class NashResult(NamedTuple):
     weights: ``(K,)`` positive, finite task weights α.
     residual: ``‖Gα − 1/α‖ / ‖1/α‖`` over the non-zero tasks, measured on the given
       G (without the ridge). Around machine precision when a solution exists.
-    iterations: number of Newton steps taken.
+    iterations: number of Newton steps taken (0 for the K ≤ 2 closed form).
     exact: True when α solves the Nash conditions for the given G: no zero task,
       Newton converged, ``residual ≤ 8·sqrt(eps)`` and the ridge's share of every
       condition is below that too. False means the fallback rule above applied.
@@ -85,12 +95,14 @@ def nash_weights(
       rescaled along its ray to the optimal size before Newton starts; a
       non-positive or non-finite warm start is ignored.
     max_iter: iteration budget (static). Newton stops earlier once the Newton
-      decrement reaches machine precision.
+      decrement reaches machine precision. The unrolled path on accelerators
+      takes at most ``min(max_iter, 16)`` steps.
     ridge: relative ridge for Gram matrices without a Nash solution (see module
       docstring); ``None`` uses ``10 · eps`` of the solve dtype.
 
   Returns:
-    A :class:`NashResult`.
+    A :class:`NashResult`. A Gram matrix with a NaN or ±Inf entry gives NaN weights
+    and an infinite residual.
 
   Example:
     >>> import jax.numpy as jnp
@@ -117,7 +129,7 @@ def nash_weights(
 
 # Largest K solved without a loop on accelerators, and the fixed Newton budget there.
 LOOP_FREE_MAX_K = 16
-LOOP_FREE_STEPS = 24
+LOOP_FREE_STEPS = 16
 
 
 class _Problem(NamedTuple):
@@ -195,7 +207,7 @@ def _lapack_solve(hess: Array, rhs: Array) -> Array:
 
 
 def _unrolled_solve(hess: Array, rhs: Array) -> Array:
-  return cho_solve_unrolled(cholesky_unrolled(hess, floor=1.0), rhs)
+  return spd_solve_unrolled(hess, rhs, floor=1.0)
 
 
 def _newton_loop(p: _Problem, a0: Array, *, max_iter: int, tol: Array):
