@@ -38,14 +38,24 @@ from pub_optax._pub import pub
 from pub_optax.weightings._aligned import aligned_mtl
 from pub_optax.weightings._base import Weighting
 from pub_optax.weightings._cagrad import cagrad
+from pub_optax.weightings._config import config
+from pub_optax.weightings._cr_mogm import cr_mogm
+from pub_optax.weightings._db_mtl import db_mtl
+from pub_optax.weightings._dualproj import dualproj
 from pub_optax.weightings._dwa import dwa
+from pub_optax.weightings._fairgrad import fairgrad
 from pub_optax.weightings._geometric import geometric_mean
+from pub_optax.weightings._gradnorm import gradnorm
+from pub_optax.weightings._gradvac import gradvac
 from pub_optax.weightings._imtl import imtl_g
+from pub_optax.weightings._imtl_hybrid import imtl
 from pub_optax.weightings._imtl_l import imtl_l
+from pub_optax.weightings._krum import krum
 from pub_optax.weightings._mgda import mgda
 from pub_optax.weightings._nash import nash
 from pub_optax.weightings._pbi import pbi
 from pub_optax.weightings._pcgrad import pcgrad
+from pub_optax.weightings._sdmgrad import sdmgrad
 from pub_optax.weightings._simple import equal, ones, rlw
 from pub_optax.weightings._stch import stch
 from pub_optax.weightings._upgrad import upgrad
@@ -166,6 +176,11 @@ def _uncertainty(learning_rate):
   return make
 
 
+def _build_imtl(learning_rate, num_tasks, shared, h):
+  rate = learning_rate if h["weight_learning_rate"] is None else h["weight_learning_rate"]
+  return _on_gradients(imtl(rate))(learning_rate, num_tasks, shared, h)
+
+
 def _build_imtl_l(learning_rate, num_tasks, shared, h):
   rate = learning_rate if h["weight_learning_rate"] is None else h["weight_learning_rate"]
   weighting = imtl_l(rate, init=h["init_log_scale"])
@@ -211,6 +226,16 @@ _register("aligned_mtl", _on_gradients(aligned_mtl()), "Aligned-MTL: align task 
 _register("rlw", _on_gradients(lambda h: rlw(h["seed"])), "RLW: random softmax-of-Gaussian task weights at every step", "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022", "gradient", {"seed": 0})  # fmt: skip
 _register("uncertainty", _build_uncertainty, "Uncertainty weighting: weights exp(-s_k), log-variances learned on Σ exp(-s)L + s", "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses, CVPR 2018", "loss", {"weight_learning_rate": None, "init_log_var": 0.0}, needs_losses=True)  # fmt: skip
 _register("famo", _on_gradients(lambda h: famo(h["weight_learning_rate"], gamma=h["gamma"], min_losses=h["min_losses"])), "FAMO: loss weights from logits adapted to the log-loss decrease", "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023", "loss", {"weight_learning_rate": 0.025, "gamma": 0.01, "min_losses": 0.0}, needs_losses=True)  # fmt: skip
+_register("fairgrad", _on_gradients(lambda h: fairgrad(h["alpha"])), "FairGrad: alpha-fair task weights G w = w^(-1/alpha) (alpha = 1 is Nash-MTL)", "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024", "gradient", {**_REFRESH, "alpha": 1.0})  # fmt: skip
+_register("dualproj", _on_gradients(dualproj()), "DualProj: projection of the mean gradient onto the dual cone of the task gradients", "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization, arXiv 2406.16232", "gradient", _REFRESH)  # fmt: skip
+_register("config", _on_gradients(config()), "ConFIG: direction with equal cosine to every task gradient, scaled by their total projection", "Liu, Chu & Thuerey, ConFIG: Towards Conflict-free Training of Physics Informed Neural Networks, ICLR 2025", "gradient", _REFRESH)  # fmt: skip
+_register("krum", _on_gradients(lambda h: krum(h["n_byzantine"], h["n_selected"])), "Krum / Multi-Krum: mean of the m task gradients closest to their K-f-2 nearest neighbours (K >= 2f + 3)", "Blanchard et al., Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent, NeurIPS 2017", "gradient", {**_REFRESH, "n_byzantine": 0, "n_selected": 1})  # fmt: skip
+_register("cr_mogm", _on_gradients(lambda h: cr_mogm(h["beta"])), "CR-MOGM: MGDA weights exponentially averaged over steps", "Zhou et al., On the Convergence of Stochastic Multi-Objective Gradient Manipulation and Beyond, NeurIPS 2022", "gradient", {**_REFRESH, "beta": 0.9})  # fmt: skip
+_register("gradvac", _on_gradients(lambda h: gradvac(h["beta"], h["seed"])), "GradVac: raise each pair's gradient cosine to an EMA target, in random order", "Wang et al., Gradient Vaccine: Investigating and Improving Multi-task Optimization in Massively Multilingual Models, ICLR 2021", "gradient", {**_REFRESH, "beta": 0.01, "seed": 0})  # fmt: skip
+_register("sdmgrad", _on_gradients(lambda h: sdmgrad(h["lamda"], h["niter"])), "SDMGrad: min-norm weights regularised towards the mean gradient, by projected SGD", "Xiao, Ban & Ji, Direction-oriented Multi-objective Learning: Simple and Provable Stochastic Algorithms, NeurIPS 2023", "gradient", {**_REFRESH, "lamda": 0.3, "niter": 20})  # fmt: skip
+_register("db_mtl", _on_gradients(lambda h: db_mtl(h["beta"], h["beta_sigma"])), "DB-MTL: log-loss scaling, then gradient magnitudes balanced to the largest (EMA of norms)", "Lin et al., Dual-Balancing for Multi-Task Learning, arXiv 2308.12029", "gradient", {"beta": 0.9, "beta_sigma": 0.0}, needs_losses=True)  # fmt: skip
+_register("gradnorm", _on_gradients(lambda h: gradnorm(h["alpha"], h["weight_learning_rate"])), "GradNorm: learned weights equalising weighted gradient norms, adjusted by training rates", "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks, ICML 2018", "gradient", {"alpha": 1.5, "weight_learning_rate": 0.025}, needs_losses=True)  # fmt: skip
+_register("imtl", _build_imtl, "IMTL: learned loss scales (IMTL-L) with IMTL-G weights on the scaled gradients", "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021", "gradient", {"weight_learning_rate": None}, needs_losses=True)  # fmt: skip
 _register("dwa", _on_gradients(lambda h: dwa(h["temperature"], period=h["period"])), "DWA: weights K·softmax(r/T), r the ratio of the last two period-average losses", "Liu, Johns & Davison, End-to-End Multi-Task Learning with Attention, CVPR 2019", "loss", {"temperature": 2.0, "period": 1}, needs_losses=True)  # fmt: skip
 _register("imtl_l", _build_imtl_l, "IMTL-L: weights e^s_k, log-scales learned on Σ e^s L − s (weights -> 1/L)", "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021", "loss", {"weight_learning_rate": None, "init_log_scale": 0.0}, needs_losses=True)  # fmt: skip
 _register("stch", _on_gradients(lambda h: stch(h["mu"], preference=h["preference"], ideal=h["ideal"])), "STCH: weights p∘softmax(p∘(L−z)/μ), the loss-gradient of the smooth Tchebycheff scalarisation", "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024", "loss", {"mu": 1.0, "preference": None, "ideal": None}, needs_losses=True)  # fmt: skip

@@ -7,30 +7,52 @@ them to per-task gradients (classic methods) or to per-task updates (PUB).
 from pub_optax.weightings._aligned import aligned_mtl, aligned_mtl_weights
 from pub_optax.weightings._base import Kind, Weighting, WeightingResult, stateless, stateless_solver
 from pub_optax.weightings._cagrad import CAGradResult, cagrad, cagrad_weights
+from pub_optax.weightings._config import config, config_weights
 from pub_optax.weightings._constant import constant
+from pub_optax.weightings._cr_mogm import CRMOGMState, cr_mogm
+from pub_optax.weightings._db_mtl import DBMTLState, db_mtl, db_mtl_weights
+from pub_optax.weightings._dualproj import dualproj, dualproj_weights
 from pub_optax.weightings._dwa import DWAState, dwa
+from pub_optax.weightings._fairgrad import FairGradResult, fairgrad, fairgrad_weights
 from pub_optax.weightings._geometric import geometric_mean, gls
+from pub_optax.weightings._gradnorm import GradNormState, gradnorm
+from pub_optax.weightings._gradvac import GradVacState, gradvac, gradvac_weights
 from pub_optax.weightings._imtl import imtl_g, imtl_g_weights
+from pub_optax.weightings._imtl_hybrid import IMTLState, imtl, imtl_weights
 from pub_optax.weightings._imtl_l import IMTLLState, imtl_l
+from pub_optax.weightings._krum import krum, krum_scores, krum_weights
 from pub_optax.weightings._mgda import MGDAResult, mgda, mgda_weights
 from pub_optax.weightings._nash import NashResult, nash, nash_weights
 from pub_optax.weightings._pbi import PBIState, pbi
 from pub_optax.weightings._pcgrad import pcgrad, pcgrad_weights, random_orders
 from pub_optax.weightings._qp import QPResult, nonneg_qp
+from pub_optax.weightings._sdmgrad import (
+  SDMGradResult,
+  project_to_simplex,
+  sdmgrad,
+  sdmgrad_weights,
+)
 from pub_optax.weightings._simple import RLWState, equal, ones, rlw
 from pub_optax.weightings._stch import STCHState, stch
 from pub_optax.weightings._upgrad import upgrad, upgrad_weights
 
 __all__ = [
   "CAGradResult",
+  "CRMOGMState",
+  "DBMTLState",
   "DWAState",
+  "FairGradResult",
+  "GradNormState",
+  "GradVacState",
   "IMTLLState",
+  "IMTLState",
   "Kind",
   "MGDAResult",
   "NashResult",
   "PBIState",
   "QPResult",
   "RLWState",
+  "SDMGradResult",
   "STCHState",
   "Weighting",
   "WeightingResult",
@@ -38,14 +60,31 @@ __all__ = [
   "aligned_mtl_weights",
   "cagrad",
   "cagrad_weights",
+  "config",
+  "config_weights",
   "constant",
+  "cr_mogm",
+  "db_mtl",
+  "db_mtl_weights",
+  "dualproj",
+  "dualproj_weights",
   "dwa",
   "equal",
+  "fairgrad",
+  "fairgrad_weights",
   "geometric_mean",
   "gls",
+  "gradnorm",
+  "gradvac",
+  "gradvac_weights",
+  "imtl",
   "imtl_g",
   "imtl_g_weights",
   "imtl_l",
+  "imtl_weights",
+  "krum",
+  "krum_scores",
+  "krum_weights",
   "mgda",
   "mgda_weights",
   "nash",
@@ -55,8 +94,11 @@ __all__ = [
   "pbi",
   "pcgrad",
   "pcgrad_weights",
+  "project_to_simplex",
   "random_orders",
   "rlw",
+  "sdmgrad",
+  "sdmgrad_weights",
   "stateless",
   "stateless_solver",
   "stch",

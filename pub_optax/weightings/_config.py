@@ -66,7 +66,7 @@ def config_weights(gram: Array, pref: Array | None = None) -> tuple[Array, Array
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._config import config_weights
+    >>> from pub_optax.weightings import config_weights
     >>> gram = jnp.array([[4.0, 0.0], [0.0, 1.0]])  # orthogonal, norms 2 and 1
     >>> w, _ = config_weights(gram)  # d = (2 + 1)/√2 · (e1 + e2)/√2
     >>> [round(float(x), 4) for x in w], [round(float(x), 4) for x in gram @ w]
@@ -110,7 +110,7 @@ def config(pref: Array | None = None) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._config import config
+    >>> from pub_optax.weightings import config
     >>> w = config()
     >>> res = w.weigh(jnp.array([[1.0, -0.5], [-0.5, 1.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]  # symmetric conflict: the sum

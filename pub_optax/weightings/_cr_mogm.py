@@ -43,7 +43,7 @@ def cr_mogm_update(previous: Array, current: Array, beta: float) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._cr_mogm import cr_mogm_update
+    >>> from pub_optax.weightings import cr_mogm_update
     >>> cr_mogm_update(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), 0.75).tolist()
     [0.75, 0.25]
   """
@@ -64,7 +64,7 @@ def cr_mogm(beta: float = 0.9, *, max_iter: int | None = None) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._cr_mogm import cr_mogm
+    >>> from pub_optax.weightings import cr_mogm
     >>> w = cr_mogm(beta=0.5)
     >>> state = w.init(2, jnp.float32)
     >>> res = w.weigh(jnp.array([[4.0, 0.0], [0.0, 1.0]]), state, None)

@@ -60,7 +60,7 @@ def db_mtl_weights(gram: Array, task_losses: Array, norm_ema: Array, eps: float 
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._db_mtl import db_mtl_weights
+    >>> from pub_optax.weightings import db_mtl_weights
     >>> w = db_mtl_weights(jnp.eye(2), jnp.array([2.0, 0.5]), jnp.array([1.0, 4.0]), eps=0.0)
     >>> w.tolist()  # (4/1)/2 and (4/4)/0.5
     [2.0, 2.0]
@@ -89,7 +89,7 @@ def db_mtl(beta: float = 0.9, beta_sigma: float = 0.0, *, eps: float = 1e-8) -> 
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._db_mtl import db_mtl
+    >>> from pub_optax.weightings import db_mtl
     >>> w = db_mtl(beta=0.0)
     >>> gram = jnp.array([[4.0, 0.0], [0.0, 1.0]])  # norms 2 and 1
     >>> res = w.weigh(gram, w.init(2, jnp.float32), jnp.array([2.0, 0.25]))

@@ -61,7 +61,7 @@ def dualproj_weights(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._dualproj import dualproj_weights
+    >>> from pub_optax.weightings import dualproj_weights
     >>> gram = jnp.array([[1.0, -0.75], [-0.75, 1.0]])  # unit vectors in conflict
     >>> w, _ = dualproj_weights(gram)  # the mean conflicts with neither: kept
     >>> [round(float(x), 4) for x in w]
@@ -106,7 +106,7 @@ def dualproj(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._dualproj import dualproj
+    >>> from pub_optax.weightings import dualproj
     >>> w = dualproj()
     >>> res = w.weigh(jnp.eye(2), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]  # no conflict: the mean

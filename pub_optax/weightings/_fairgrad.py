@@ -226,7 +226,7 @@ def fairgrad_weights(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._fairgrad import fairgrad_weights
+    >>> from pub_optax.weightings import fairgrad_weights
     >>> gram = jnp.array([[4.0, 0.0], [0.0, 1.0]])  # orthogonal, norms 2 and 1
     >>> res = fairgrad_weights(gram, alpha=0.5)  # G_kk w_k = w_k^(-2): w_k = G_kk^(-1/3)
     >>> [round(float(w), 4) for w in res.weights], bool(res.exact)
@@ -256,7 +256,7 @@ def fairgrad(alpha: float = 1.0, *, max_iter: int = 64, ridge: float | None = No
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._fairgrad import fairgrad
+    >>> from pub_optax.weightings import fairgrad
     >>> w = fairgrad(alpha=1.0)  # Nash-MTL's weights
     >>> res = w.weigh(jnp.array([[4.0, 0.0], [0.0, 1.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]

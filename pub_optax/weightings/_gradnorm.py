@@ -73,7 +73,7 @@ def gradnorm_step(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._gradnorm import gradnorm_step
+    >>> from pub_optax.weightings import gradnorm_step
     >>> w, loss = gradnorm_step(jnp.ones(2), jnp.array([3.0, 1.0]), jnp.ones(2), jnp.ones(2), 1.5, 0.1)
     >>> [round(float(x), 4) for x in w], float(loss)  # targets 2 and 2: (0.7, 1.1) * 2/1.8
     ([0.7778, 1.2222], 2.0)
@@ -108,7 +108,7 @@ def gradnorm(alpha: float = 1.5, learning_rate: float = 0.025) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._gradnorm import gradnorm
+    >>> from pub_optax.weightings import gradnorm
     >>> w = gradnorm(learning_rate=0.1)
     >>> state = w.init(2, jnp.float32)
     >>> gram = jnp.array([[9.0, 0.0], [0.0, 1.0]])  # norms 3 and 1

@@ -51,7 +51,7 @@ def vaccine_coefficient(norm_i: Array, norm_j: Array, cos: Array, target: Array)
   """The multiple of ``g_j`` that turns ``cos(g_i, g_j)`` from ``cos`` into ``target`` (Eq. 2).
 
   Example:
-    >>> from pub_optax.weightings._gradvac import vaccine_coefficient
+    >>> from pub_optax.weightings import vaccine_coefficient
     >>> round(float(vaccine_coefficient(1.0, 1.0, 0.0, 0.6)), 4)  # (0.6 - 0) / 0.8
     0.75
   """
@@ -78,7 +78,7 @@ def gradvac_weights(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._gradvac import gradvac_weights
+    >>> from pub_optax.weightings import gradvac_weights
     >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])
     >>> w, t = gradvac_weights(gram, jnp.zeros((2, 2)), jnp.array([[0, 1], [1, 0]]))
     >>> [round(float(x), 4) for x in w], round(float(t[0, 1]), 4)  # PCGrad, then EMA
@@ -139,7 +139,7 @@ def gradvac(beta: float = 0.01, seed: int = 0) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._gradvac import gradvac
+    >>> from pub_optax.weightings import gradvac
     >>> w = gradvac()
     >>> res = w.weigh(jnp.array([[1.0, -0.5], [-0.5, 1.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]

@@ -54,7 +54,7 @@ def imtl_weights(gram: Array, log_scales: Array) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._imtl_hybrid import imtl_weights
+    >>> from pub_optax.weightings import imtl_weights
     >>> gram = jnp.array([[4.0, 0.0], [0.0, 1.0]])  # orthogonal, norms 2 and 1
     >>> s = jnp.log(jnp.array([1.0, 2.0]))  # scaled norms 2 and 2: alpha = 1/2 each
     >>> [round(float(x), 4) for x in imtl_weights(gram, s)]
@@ -95,7 +95,7 @@ def imtl(
   Example:
     >>> import jax
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._imtl_hybrid import imtl
+    >>> from pub_optax.weightings import imtl
     >>> w = imtl(learning_rate=0.05)
     >>> state, weigh = w.init(2, jnp.float32), jax.jit(w.weigh)
     >>> gram = jnp.array([[1.0, 0.0], [0.0, 1.0]])

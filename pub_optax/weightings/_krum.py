@@ -52,7 +52,7 @@ def krum_scores(gram: Array, n_byzantine: int) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._krum import krum_scores
+    >>> from pub_optax.weightings import krum_scores
     >>> j = jnp.array([[0.0], [1.0], [2.0], [10.0]])  # four points on a line
     >>> [round(float(s) * 100, 2) for s in krum_scores(j @ j.T, 1)]  # nearest neighbour
     [1.0, 1.0, 1.0, 64.0]
@@ -82,7 +82,7 @@ def krum_weights(gram: Array, n_byzantine: int, n_selected: int = 1) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._krum import krum_weights
+    >>> from pub_optax.weightings import krum_weights
     >>> j = jnp.array([[1.0, 0.0], [1.1, 0.1], [0.9, 0.0], [1.0, -0.05], [-50.0, 40.0]])
     >>> krum_weights(j @ j.T, n_byzantine=1, n_selected=2).tolist()  # the outlier is out
     [0.5, 0.0, 0.0, 0.5, 0.0]
@@ -119,7 +119,7 @@ def krum(n_byzantine: int, n_selected: int = 1) -> Weighting:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._krum import krum
+    >>> from pub_optax.weightings import krum
     >>> w = krum(n_byzantine=0)
     >>> j = jnp.array([[0.0], [1.0], [3.0]])
     >>> w.weigh(j @ j.T, w.init(3, jnp.float32), None).weights.tolist()

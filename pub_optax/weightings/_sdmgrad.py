@@ -67,7 +67,7 @@ def project_to_simplex(v: Array) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._sdmgrad import project_to_simplex
+    >>> from pub_optax.weightings import project_to_simplex
     >>> project_to_simplex(jnp.array([0.5, 1.5, -1.0])).tolist()
     [0.0, 1.0, 0.0]
   """
@@ -112,7 +112,7 @@ def sdmgrad_weights(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._sdmgrad import sdmgrad_weights
+    >>> from pub_optax.weightings import sdmgrad_weights
     >>> res = sdmgrad_weights(jnp.array([[1.0, 0.0], [0.0, 1.0]]))  # symmetric: stays 1/2
     >>> [round(float(x), 4) for x in res.weights]
     [0.5, 0.5]
@@ -168,7 +168,7 @@ def sdmgrad(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from pub_optax.weightings._sdmgrad import sdmgrad
+    >>> from pub_optax.weightings import sdmgrad
     >>> w = sdmgrad()
     >>> res = w.weigh(jnp.array([[1.0, 0.9], [0.9, 1.0]]), w.init(2, jnp.float32), None)
     >>> [round(float(x), 4) for x in res.weights]
