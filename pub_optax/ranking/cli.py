@@ -699,6 +699,58 @@ def _describe_data(args, splits: dict[str, RankingData]) -> str:
   )
 
 
+def balances_shared_parameters(method: str) -> bool:
+  """Whether ``method`` needs shared parameters: its weights come from their Gram matrix.
+
+  Traced abstractly (no computation) on one parameter that no task shares.
+  """
+  tx = pub_optax.make_method(method, 1e-3, num_tasks=2, shared=False)
+  params = {"w": jax.ShapeDtypeStruct((1,), np.float32)}
+  grads = {"w": jax.ShapeDtypeStruct((2, 1), np.float32)}
+  losses = jax.ShapeDtypeStruct((2,), np.float32)
+
+  def update(params, grads, losses):
+    return tx.update(grads, tx.init(params), params, task_losses=losses)
+
+  try:
+    jax.eval_shape(update, params, grads, losses)
+  except ValueError as err:
+    if "selects no leaf" in str(err):
+      return True
+    raise
+  return False
+
+
+def single_task_methods(
+  methods: Sequence[str], rates: dict[str, float]
+) -> tuple[list[str], dict[str, float]]:
+  """``--model single_task`` shares no parameter: the methods that balance shared ones are dropped.
+
+  Every leaf of the single-task model is task-specific, so a method that weighs the tasks by the
+  Gram matrix of their gradients on shared parameters (PUB, Nash-MTL, MGDA, ...) has nothing to
+  weigh; on task-specific leaves it would move as equal weighting does. Such methods are dropped
+  with a note on stderr, and a list of nothing else is refused.
+
+  Raises:
+    UsageError: no listed method can train a model without shared parameters.
+  """
+  balancing = [m for m in methods if balances_shared_parameters(m)]
+  kept = [m for m in methods if m not in balancing]
+  if not kept:
+    usable = [m for m in METHODS if not balances_shared_parameters(m)]
+    raise UsageError(
+      f"--model single_task shares no parameter between tasks, so method(s) {balancing} have "
+      f"nothing to balance; use equal weighting (--methods equal) or one of: {', '.join(usable)}"
+    )
+  if balancing:
+    print(
+      f"note: --model single_task shares no parameter between tasks, so method(s) {balancing} "
+      f"would have nothing to balance; running {kept} only",
+      file=sys.stderr,
+    )
+  return kept, {m: rates[m] for m in kept}
+
+
 def validate(args) -> tuple[list[str], dict[str, float]]:
   """Checks the options that argparse cannot check alone, and the output folder.
 
@@ -716,6 +768,8 @@ def validate(args) -> tuple[list[str], dict[str, float]]:
       "states, Clippy clips per tensor); run them without the flag"
     )
   rates = parse_rates(args.lr, methods)
+  if args.model == "single_task":
+    methods, rates = single_task_methods(methods, rates)
   parse_data_spec(args.data)
   check_output_folder(args.out)
   return methods, rates

@@ -1,4 +1,5 @@
-"""Flax NNX multi-task ranking models: Shared-Bottom, MMoE, PLE, ESMM and AITM.
+"""Flax NNX multi-task ranking models: Shared-Bottom, MMoE, PLE, ESMM, AITM and a single-task
+baseline (one independent model per task).
 
 Every model is built as ``Model(cardinalities, n_numerical, n_tasks, *, ..., rngs)``, is called
 as ``model(categorical, numerical)`` and returns ``(B, n_tasks)`` float32 *logits* (``sigmoid``
@@ -21,8 +22,16 @@ from pub_optax.ranking.models.layers import MLP, FeatureEmbedding, Gate, Tower
 from pub_optax.ranking.models.mmoe import MMoE
 from pub_optax.ranking.models.ple import CGC, PLE
 from pub_optax.ranking.models.shared_bottom import SharedBottom
+from pub_optax.ranking.models.single_task import SingleTask, TaskModel
 
-_MODELS = {"shared_bottom": SharedBottom, "mmoe": MMoE, "ple": PLE, "esmm": ESMM, "aitm": AITM}
+_MODELS = {
+  "shared_bottom": SharedBottom,
+  "mmoe": MMoE,
+  "ple": PLE,
+  "esmm": ESMM,
+  "aitm": AITM,
+  "single_task": SingleTask,
+}
 MODEL_NAMES = tuple(_MODELS)
 
 
@@ -39,7 +48,7 @@ def build_model(
 
   Args:
     name: one of :data:`MODEL_NAMES`: ``"shared_bottom"``, ``"mmoe"``, ``"ple"``, ``"esmm"``,
-      ``"aitm"``.
+      ``"aitm"``, ``"single_task"``.
     cardinalities: ids per categorical field.
     n_numerical: number of dense features.
     n_tasks: number of tasks.
@@ -74,6 +83,8 @@ __all__ = [
   "FeatureEmbedding",
   "Gate",
   "SharedBottom",
+  "SingleTask",
+  "TaskModel",
   "Tower",
   "apply",
   "build_model",

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pub_optax._sparse import lookup_rows
+from pub_optax.ranking.models.layers import FeatureEmbedding
 
 
 def _key_name(entry: Any) -> Any:
@@ -26,6 +27,12 @@ def _key_name(entry: Any) -> Any:
     if hasattr(entry, attr):
       return getattr(entry, attr)
   return entry
+
+
+def _param_keys(path) -> tuple:
+  """The keys of a parameter's pytree path, without the Variable's own ``value`` node."""
+  keys = tuple(_key_name(k) for k in path)
+  return keys[:-1] if keys and keys[-1] == "value" else keys
 
 
 class MultiTaskModel(nnx.Module):
@@ -65,12 +72,18 @@ class MultiTaskModel(nnx.Module):
     params = nnx.state(self, nnx.Param)
 
     def leaf(path, _):
-      keys = tuple(_key_name(k) for k in path)
-      if keys and keys[-1] == "value":  # the Variable's own pytree node
-        keys = keys[:-1]
-      return bool(self._is_shared(keys))
+      return bool(self._is_shared(_param_keys(path)))
 
     return jax.tree_util.tree_map_with_path(leaf, params)
+
+  def _input_cardinalities(self) -> tuple[int, ...]:
+    """The cardinalities of the model's input embeddings (all of them must agree)."""
+    found = {
+      tuple(m.cardinalities) for _, m in nnx.iter_modules(self) if isinstance(m, FeatureEmbedding)
+    }
+    if len(found) != 1:
+      raise ValueError(f"expected input embeddings of one set of cardinalities, found {found}")
+    return found.pop()
 
   def embedding_lookups(self) -> Callable:
     """Row-sparse embedding gradients for :func:`pub_optax.make_train_step`'s ``lookups``.
@@ -80,6 +93,8 @@ class MultiTaskModel(nnx.Module):
     looks up (:func:`pub_optax.lookup_rows`) and the batch's ids by positions in them, so
     the per-task gradients of the table are ``(K, batch, dim)`` instead of ``(K, ids, dim)``;
     ``to_task_grads`` wraps them as :class:`pub_optax.RowSparse`. Smaller tables stay dense.
+    A model with several input embeddings (one per task, as in
+    :class:`~pub_optax.ranking.models.SingleTask`) has every one of them compacted alike.
 
     Example:
       >>> import jax.numpy as jnp
@@ -93,12 +108,12 @@ class MultiTaskModel(nnx.Module):
       >>> compact["features"]["tables"][1]["embedding"].shape, cbatch["categorical"][:, 1].tolist()
       ((3, 4), [1, 0, 1])
     """
-    cardinalities = tuple(self.features.cardinalities)
+    cardinalities = self._input_cardinalities()
 
-    def table_of(path) -> Any:
-      keys = tuple(_key_name(k) for k in path)
-      if len(keys) >= 4 and keys[:2] == ("features", "tables") and keys[3] == "embedding":
-        return keys[2]
+    def table_of(path) -> Any:  # the field of a ``...features.tables[f].embedding`` leaf
+      keys = _param_keys(path)
+      if len(keys) >= 4 and keys[-4:-2] == ("features", "tables") and keys[-1] == "embedding":
+        return keys[-2]
       return None
 
     def lookups(params, batch):
