@@ -1,0 +1,173 @@
+"""The contract every exported weighting keeps, one property per test, over the shared samplers.
+
+Weightings are discovered: every function exported by ``pub_optax.weightings`` (and
+``pub_optax.uncertainty``, ``pub_optax.famo``) that returns a :class:`Weighting` when
+called without arguments. A new weighting gets every test by being exported; a
+property that is the method's choice (sign, behaviour under ``G → cG``, randomness)
+is read from the tables below, with the common case as default.
+"""
+
+import functools
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from matrices import SCALES, standard_batch
+
+import pub_optax
+import pub_optax.weightings as weightings
+from pub_optax.weightings import Weighting
+
+
+def _discover() -> dict:
+  found = {}
+  candidates = [(n, getattr(weightings, n)) for n in weightings.__all__]
+  candidates += [
+    (n, getattr(pub_optax, n)) for n in ("uncertainty", "famo") if hasattr(pub_optax, n)
+  ]
+  for name, obj in candidates:
+    if not inspect.isfunction(obj):
+      continue
+    try:
+      made = obj()
+    except TypeError:  # needs arguments: not a factory with defaults
+      continue
+    if isinstance(made, Weighting):
+      found[name] = made
+  return found
+
+
+FOUND = _discover()
+GRAM = sorted(n for n, w in FOUND.items() if w.kind == "gram")
+LOSS = sorted(n for n, w in FOUND.items() if w.kind == "loss")
+
+# The method's own choices; anything not listed gets the default.
+NON_NEGATIVE = {"nash", "mgda", "upgrad", "cagrad", "pcgrad", "equal", "ones", "rlw"}
+RANDOM = {"pcgrad", "gradvac", "rlw"}  # weights depend on a random draw: no equivariance check
+# w(cG) = c^e w(G); default 0 (invariant). FairGrad: e = −α/(1+α), α = 1 by default.
+SCALE_EXPONENT = {"nash": -0.5, "fairgrad": -0.5}
+
+K = 5
+BATCH = standard_batch(K)
+FULL = BATCH.full
+
+
+def test_discovery_finds_the_weightings():
+  assert {"nash", "mgda", "imtl_g", "upgrad", "cagrad", "aligned_mtl", "pcgrad"} <= set(GRAM)
+  assert {"equal", "ones", "rlw", "uncertainty", "famo"} <= set(LOSS)
+
+
+def _weigh(weighting, x, num_tasks):
+  state = weighting.init(num_tasks, x.dtype)
+  if weighting.kind == "gram":
+    # Equal losses, for the Gram weightings that read them: permuting tasks keeps them.
+    losses = jnp.ones((num_tasks,), x.dtype) if weighting.needs_losses else None
+    res = weighting.weigh(x, state, losses)
+  else:
+    res = weighting.weigh(x if weighting.needs_losses else None, state)
+  return res.weights, res.residual
+
+
+@functools.cache
+def _batched(name):
+  weighting = FOUND[name]
+  return jax.jit(
+    jax.vmap(lambda x: _weigh(weighting, x, x.shape[-1] if x.ndim == 1 else x.shape[0]))
+  )
+
+
+def _run(name, xs, dtype=jnp.float32):
+  with jax.enable_x64(dtype == jnp.float64):
+    w, r = _batched(name)(jnp.asarray(xs, dtype))
+    return w, r
+
+
+def _losses(k: int, seed: int = 0) -> np.ndarray:
+  """32 rows of K positive task losses over many scales, plus equal and tiny losses."""
+  rng = np.random.default_rng(seed)
+  losses = 10.0 ** rng.uniform(-3, 3, size=(32, k)) * 10.0 ** rng.uniform(-3, 3, size=(32, 1))
+  losses[0] = 1.0
+  losses[1] = 1e-12
+  return losses
+
+
+def _inputs(name, k=K):
+  return BATCH.grams if FOUND[name].kind == "gram" else _losses(k)
+
+
+ALL = GRAM + LOSS
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_finite_weights_and_residual(name, fast_compiles):
+  w, r = _run(name, _inputs(name))
+  assert np.all(np.isfinite(np.asarray(w))), w
+  assert np.all(np.isfinite(np.asarray(r))), r
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_non_negative_where_promised(name, fast_compiles):
+  if name not in NON_NEGATIVE:
+    pytest.skip(f"{name} promises no sign")
+  w, _ = _run(name, _inputs(name))
+  assert np.all(np.asarray(w) >= 0), w
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_permuting_tasks_permutes_weights(name, fast_compiles):
+  if name in RANDOM:
+    pytest.skip(f"{name} draws random weights")
+  xs = _inputs(name)
+  perm = np.random.default_rng(1).permutation(K)
+  permuted = xs[:, perm][:, :, perm] if xs.ndim == 3 else xs[:, perm]
+  w = np.asarray(_run(name, xs, jnp.float64)[0])
+  wp = np.asarray(_run(name, permuted, jnp.float64)[0])
+  rows = FULL if xs.ndim == 3 else slice(None)  # unique solutions only
+  np.testing.assert_allclose(wp[rows], w[rows][:, perm], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", GRAM)
+def test_scaling_the_gram_matrix(name, fast_compiles):
+  exponent = SCALE_EXPONENT.get(name, 0.0)
+  w = np.asarray(_run(name, BATCH.grams, jnp.float64)[0])
+  for group in BATCH.scaled:
+    if not FULL[group[0]]:
+      continue
+    ref = w[group[SCALES.index(1.0)]]
+    for i, c in zip(group, SCALES):
+      np.testing.assert_allclose(w[i], ref * c**exponent, rtol=1e-6, err_msg=f"{name}, c={c}")
+
+
+@pytest.mark.parametrize("name", GRAM)
+def test_zero_matrix_gives_finite_weights(name, fast_compiles):
+  w, r = _run(name, BATCH.grams)
+  assert np.all(np.isfinite(np.asarray(w)[BATCH.zero]))
+  assert np.all(np.isfinite(np.asarray(r)[BATCH.zero]))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_one_task(name, fast_compiles):
+  xs = _inputs(name)[:, :1, :1] if FOUND[name].kind == "gram" else _losses(1)
+  w, r = _run(name, xs)
+  assert w.shape == (len(xs), 1)
+  assert np.all(np.isfinite(np.asarray(w))) and np.all(np.isfinite(np.asarray(r)))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_jit_and_vmap_agree_with_one_eager_call(name, fast_compiles):
+  xs = _inputs(name)
+  w, _ = _run(name, xs)
+  weighting = FOUND[name]
+  for i in (2, 9):
+    eager, _ = _weigh(weighting, jnp.asarray(xs[i], jnp.float32), K)
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(w[i]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_weights_come_in_the_input_dtype(name, dtype, fast_compiles):
+  w, r = _run(name, _inputs(name), dtype)
+  assert w.dtype == dtype, w.dtype
+  assert r.dtype == dtype, r.dtype
