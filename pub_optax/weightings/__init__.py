@@ -9,14 +9,19 @@ from pub_optax.weightings._base import Kind, Weighting, WeightingResult, statele
 from pub_optax.weightings._cagrad import CAGradResult, cagrad, cagrad_weights
 from pub_optax.weightings._config import config, config_weights
 from pub_optax.weightings._constant import constant
-from pub_optax.weightings._cr_mogm import CRMOGMState, cr_mogm
+from pub_optax.weightings._cr_mogm import CRMOGMState, cr_mogm, cr_mogm_update
 from pub_optax.weightings._db_mtl import DBMTLState, db_mtl, db_mtl_weights
 from pub_optax.weightings._dualproj import dualproj, dualproj_weights
 from pub_optax.weightings._dwa import DWAState, dwa
 from pub_optax.weightings._fairgrad import FairGradResult, fairgrad, fairgrad_weights
 from pub_optax.weightings._geometric import geometric_mean, gls
-from pub_optax.weightings._gradnorm import GradNormState, gradnorm
-from pub_optax.weightings._gradvac import GradVacState, gradvac, gradvac_weights
+from pub_optax.weightings._gradnorm import GradNormState, gradnorm, gradnorm_step
+from pub_optax.weightings._gradvac import (
+  GradVacState,
+  gradvac,
+  gradvac_weights,
+  vaccine_coefficient,
+)
 from pub_optax.weightings._imtl import imtl_g, imtl_g_weights
 from pub_optax.weightings._imtl_hybrid import IMTLState, imtl, imtl_weights
 from pub_optax.weightings._imtl_l import IMTLLState, imtl_l
@@ -64,6 +69,7 @@ __all__ = [
   "config_weights",
   "constant",
   "cr_mogm",
+  "cr_mogm_update",
   "db_mtl",
   "db_mtl_weights",
   "dualproj",
@@ -75,6 +81,7 @@ __all__ = [
   "geometric_mean",
   "gls",
   "gradnorm",
+  "gradnorm_step",
   "gradvac",
   "gradvac_weights",
   "imtl",
@@ -104,4 +111,5 @@ __all__ = [
   "stch",
   "upgrad",
   "upgrad_weights",
+  "vaccine_coefficient",
 ]
