@@ -30,3 +30,10 @@ def test_readme_python_blocks_run():
 def test_readme_fragments_parse():
   for block in _blocks("py"):
     ast.parse(block)
+
+
+def test_readme_method_table_lists_every_registered_method():
+  import pub_optax
+
+  rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", README.read_text(), flags=re.M)
+  assert dict(rows) == {name: info.level for name, info in pub_optax.METHODS.items()}
