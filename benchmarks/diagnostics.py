@@ -178,7 +178,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   methods = args.methods.split(",")
   if args.quick:
-    args.toy_steps, args.rows, args.epochs, args.skip = 2_000, 4_000, 1, 0
+    args.toy_steps, args.rows, args.epochs, args.skip = 500, 2_000, 1, 0
     methods = methods[:2] if args.methods == ",".join(METHODS) else methods
   unknown = [m for m in methods if m not in METHODS]
   if unknown:

@@ -132,6 +132,12 @@ def test_deviation_quick(tmp_path):
   assert result["results"], result.keys()
 
 
+def test_diagnostics_quick(tmp_path):
+  result = _run_plain("diagnostics", tmp_path)
+  for row in result["toy"] + result["ranking"]:
+    assert 0.0 <= row["history_share"]["median"] and -1.0 <= row["cos"]["median"] <= 1.0, row
+
+
 def test_ranking_quick(tmp_path):
   result = _run_plain("ranking", tmp_path)
   text = json.dumps(result)
