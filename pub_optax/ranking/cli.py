@@ -52,9 +52,11 @@ def model_kwargs(model: str, preset: str, dropout: float) -> dict:
   kwargs = {"dropout": dropout}
   if preset == "paper":
     return kwargs
-  hidden = "expert_dims" if model in ("mmoe", "ple") else "bottom_dims"
+  hidden = "expert_dims" if model in ("mmoe", "ple", "omoe", "dselect_k") else "bottom_dims"
+  if model == "cross_stitch":
+    hidden = "column_dims"
   kwargs.update(embed_dim=16, tower_dims=(32,), **{hidden: (64, 32)})
-  if model == "mmoe":
+  if model in ("mmoe", "omoe", "dselect_k"):
     kwargs["n_experts"] = 4
   if model == "ple":
     kwargs.update(n_shared_experts=2, n_task_experts=2)

@@ -30,6 +30,9 @@ N_NUM = 4
 B = 32
 SMALL = {
   "single_task": dict(bottom_dims=(16, 8), tower_dims=(8,)),
+  "omoe": dict(n_experts=3, expert_dims=(16, 8), tower_dims=(8,)),
+  "cross_stitch": dict(column_dims=(16, 8), tower_dims=(8,)),
+  "dselect_k": dict(n_experts=3, expert_dims=(16, 8), tower_dims=(8,)),  # 3: codes fold
 }
 NAMES = tuple(SMALL)
 PLAIN = dict(norm=None, dropout=0.0)  # the wiring alone: compiles fastest
@@ -111,9 +114,10 @@ def test_shared_mask_matches_per_task_gradients(name):
   assert len(reached) == len(jax.tree.leaves(mask))
   for (keys, tasks), shared in zip(reached, jax.tree.leaves(mask)):
     if shared:
-      assert len(tasks) > 1, (keys, tasks)
+      assert tasks == set(range(k)), (keys, tasks)  # here every task reaches a shared leaf
     else:
       assert tasks == {owner(keys)}, (keys, tasks)
+  assert any(jax.tree.leaves(mask)) == (name != "single_task")
 
 
 # --------------------------------------------------------------------------- single task
@@ -177,6 +181,113 @@ def test_single_task_training_equals_separate_trainings():
   for t in range(k):
     for a, b in zip(jax.tree.leaves(alone[t]), jax.tree.leaves(together[t])):
       np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- OMoE
+
+
+def test_omoe_with_one_expert_is_shared_bottom():
+  omoe = make("omoe", 2, n_experts=1, expert_dims=(16, 8), norm="batch")
+  bottom = M.SharedBottom(
+    CARD, N_NUM, 2, embed_dim=8, bottom_dims=(16, 8), tower_dims=(8,), rngs=nnx.Rngs(9)
+  )
+  nnx.update(bottom.features, nnx.state(omoe.features))
+  nnx.update(bottom.bottom, nnx.state(omoe.experts[0]))
+  nnx.update(bottom.towers, nnx.state(omoe.towers))
+  omoe.eval()
+  bottom.eval()
+  cat, num = batch(8)
+  np.testing.assert_allclose(omoe(cat, num), bottom(cat, num), rtol=1e-6, atol=1e-6)
+  assert omoe.shared_mask()["gate"]["logits"]["kernel"].get_value() is True
+
+
+# --------------------------------------------------------------------------- cross-stitch
+
+
+def test_cross_stitch_starts_near_identity():
+  stitches = make("cross_stitch", 3).stitches
+  assert len(stitches) == 2  # one after every hidden layer of the columns
+  for stitch in stitches:
+    np.testing.assert_allclose(stitch.matrix[...], 0.85 * np.eye(3) + 0.05, rtol=1e-6)
+  np.testing.assert_array_equal(make("cross_stitch", 1).stitches[0].matrix[...], [[1.0]])
+
+
+def test_cross_stitch_with_identity_stitches_is_independent_columns():
+  """Task t's gradient vanishes on every other task's column and tower, and on every stitch
+  row but its own (which reads the other columns' activations)."""
+  k = 3
+  model = make("cross_stitch", k, **PLAIN)
+  for stitch in model.stitches:
+    stitch.matrix[...] = jnp.eye(k)
+  grads = task_grads(model, *batch(5), labels(k, 6))
+  for keys, tasks in tasks_reaching(grads, k):
+    if keys[0] == "columns":
+      assert tasks == {keys[2]}, (keys, tasks)  # columns[layer][task]
+    elif keys[0] == "towers":
+      assert tasks == {keys[1]}, (keys, tasks)
+    else:
+      assert keys[0] in ("features", "stitches") and tasks == set(range(k)), (keys, tasks)
+  for stitch in grads["stitches"].values():
+    rows = np.any(np.asarray(stitch["matrix"][...]) != 0, axis=2)  # (task, row)
+    np.testing.assert_array_equal(rows, np.eye(k, dtype=bool))
+
+
+# --------------------------------------------------------------------------- DSelect-k
+
+
+def test_smooth_step():
+  t = jnp.linspace(-1.0, 1.0, 41)
+  for gamma in (1.0, 0.5):
+    s = M.smooth_step(t, gamma)
+    assert float(s.min()) == 0.0 and float(s.max()) == 1.0
+    assert bool(jnp.all(jnp.diff(s) >= 0))
+    np.testing.assert_allclose(s + M.smooth_step(-t, gamma), 1.0, atol=1e-6)  # symmetric
+    edges = jnp.array([-gamma / 2, gamma / 2])
+    slopes = jax.vmap(jax.grad(lambda x, g=gamma: M.smooth_step(x, g)))(edges)
+    np.testing.assert_allclose(slopes, 0.0, atol=1e-6)  # C1 at the ends
+
+
+@pytest.mark.parametrize("n_experts", [1, 3, 4, 5])
+def test_dselect_selector_weights_sum_to_one_and_saturate_to_one_hot(n_experts):
+  gate = M.DSelectGate(6, n_experts, k=2, gamma=1.0, rngs=nnx.Rngs(n_experts))
+  x = jax.random.normal(jax.random.key(0), (16, 6))
+  selectors = gate.selectors(x)
+  assert selectors.shape == (16, 2, n_experts)
+  np.testing.assert_allclose(selectors.sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(gate.expert_weights(x).sum(-1), 1.0, rtol=1e-6)
+  if n_experts > 1:
+    assert float(selectors.max()) < 0.9  # soft at the paper's initialisation
+  gate.z_logits.kernel[...] *= 1e5  # every smooth-step saturates
+  gate.z_logits.bias[...] *= 1e5
+  selectors = np.asarray(gate.selectors(x))
+  assert set(np.unique(selectors)) <= {0.0, 1.0}
+  np.testing.assert_array_equal(selectors.sum(-1), 1.0)
+  weights = np.asarray(gate.expert_weights(x))
+  assert np.all(np.count_nonzero(weights, axis=-1) <= 2)  # at most k experts
+
+
+def test_dselect_one_selector_picks_the_expert_of_its_code():
+  gate = M.DSelectGate(4, 5, k=1, gamma=1.0, rngs=nnx.Rngs(0))  # 3 bits, codes 5..7 fold
+  gate.z_logits.kernel[...] = jnp.zeros_like(gate.z_logits.kernel[...])
+  experts = jnp.arange(5.0)[None, :, None] * jnp.ones((2, 5, 1))  # expert e outputs e
+  for code, expert in ((0, 0), (3, 3), (4, 4), (6, 1)):
+    bits = [(code >> b) & 1 for b in (2, 1, 0)]
+    gate.z_logits.bias[...] = jnp.array([1.0 if b else -1.0 for b in bits])
+    np.testing.assert_array_equal(gate(jnp.ones((2, 4)), experts), [[expert], [expert]])
+
+
+def test_bad_construction_raises():
+  with pytest.raises(ValueError, match="n_experts must be >= 1"):
+    make("omoe", 2, n_experts=0)
+  with pytest.raises(ValueError, match="n_experts must be >= 1"):
+    make("dselect_k", 2, n_experts=0)
+  with pytest.raises(ValueError, match="k >= 1"):
+    make("dselect_k", 2, k=0)
+  with pytest.raises(ValueError, match="column_dims needs"):
+    make("cross_stitch", 2, column_dims=())
+  for name in NAMES:
+    with pytest.raises(ValueError, match="n_tasks must be"):
+      make(name, 0)
 
 
 # --------------------------------------------------------------------------- row-sparse tables

@@ -1,5 +1,5 @@
-"""Flax NNX multi-task ranking models: Shared-Bottom, MMoE, PLE, ESMM, AITM and a single-task
-baseline (one independent model per task).
+"""Flax NNX multi-task ranking models: Shared-Bottom, MMoE, OMoE, PLE, ESMM, AITM, Cross-stitch,
+DSelect-k and a single-task baseline (one independent model per task).
 
 Every model is built as ``Model(cardinalities, n_numerical, n_tasks, *, ..., rngs)``, is called
 as ``model(categorical, numerical)`` and returns ``(B, n_tasks)`` float32 *logits* (``sigmoid``
@@ -16,10 +16,13 @@ from flax import nnx
 
 from pub_optax.ranking.models.aitm import AIT, AITM, calibration_penalty
 from pub_optax.ranking.models.base import MultiTaskModel
+from pub_optax.ranking.models.cross_stitch import CrossStitch, CrossStitchNet
+from pub_optax.ranking.models.dselect_k import DSelectGate, DSelectK, smooth_step
 from pub_optax.ranking.models.esmm import ESMM, product_logit
 from pub_optax.ranking.models.functional import apply, split
 from pub_optax.ranking.models.layers import MLP, FeatureEmbedding, Gate, Tower
 from pub_optax.ranking.models.mmoe import MMoE
+from pub_optax.ranking.models.omoe import OMoE
 from pub_optax.ranking.models.ple import CGC, PLE
 from pub_optax.ranking.models.shared_bottom import SharedBottom
 from pub_optax.ranking.models.single_task import SingleTask, TaskModel
@@ -31,6 +34,9 @@ _MODELS = {
   "esmm": ESMM,
   "aitm": AITM,
   "single_task": SingleTask,
+  "omoe": OMoE,
+  "cross_stitch": CrossStitchNet,
+  "dselect_k": DSelectK,
 }
 MODEL_NAMES = tuple(_MODELS)
 
@@ -48,7 +54,7 @@ def build_model(
 
   Args:
     name: one of :data:`MODEL_NAMES`: ``"shared_bottom"``, ``"mmoe"``, ``"ple"``, ``"esmm"``,
-      ``"aitm"``, ``"single_task"``.
+      ``"aitm"``, ``"single_task"``, ``"omoe"``, ``"cross_stitch"``, ``"dselect_k"``.
     cardinalities: ids per categorical field.
     n_numerical: number of dense features.
     n_tasks: number of tasks.
@@ -74,11 +80,16 @@ __all__ = [
   "AIT",
   "AITM",
   "CGC",
+  "CrossStitch",
+  "CrossStitchNet",
+  "DSelectGate",
+  "DSelectK",
   "ESMM",
   "MLP",
   "MMoE",
   "MODEL_NAMES",
   "MultiTaskModel",
+  "OMoE",
   "PLE",
   "FeatureEmbedding",
   "Gate",
@@ -90,5 +101,6 @@ __all__ = [
   "build_model",
   "calibration_penalty",
   "product_logit",
+  "smooth_step",
   "split",
 ]
