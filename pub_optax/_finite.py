@@ -7,6 +7,12 @@ import jax.numpy as jnp
 import optax
 
 
+def _all_finite(tree) -> jax.Array:
+  """Whether every floating-point leaf of ``tree`` is finite (a scalar bool)."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.array(True)]))
+
+
 def apply_if_finite(
   inner: optax.GradientTransformation, max_consecutive_errors: int
 ) -> optax.GradientTransformationExtraArgs:
@@ -15,11 +21,14 @@ def apply_if_finite(
   ``optax.apply_if_finite`` answers a rejected step with zeros shaped like its
   *input*; a balancing transformation takes ``(K, *param_shape)`` gradients and
   returns params-shaped updates, so it cannot be wrapped by it. This wrapper has
-  the same semantics and the same state (``optax.ApplyIfFiniteState``): a step
-  whose task gradients (or ``task_losses``) contain a NaN or Inf returns zero
-  updates and leaves the whole inner state — moments, task weights, solver warm
-  start — untouched; after ``max_consecutive_errors`` such steps in a row the
-  update is applied anyway, as in optax.
+  the same state (``optax.ApplyIfFiniteState``) and optax's semantics, extended to
+  what the step produces: a step whose task gradients, ``task_losses``, updates or
+  new inner state contain a NaN or Inf (e.g. a Gram matrix that overflows from
+  finite gradients) returns zero updates and leaves the whole inner state —
+  moments, task weights, solver warm start — untouched; after
+  ``max_consecutive_errors`` such steps in a row the update is applied anyway, as
+  in optax. The choice is an elementwise select, so no predicate travels to the
+  host.
 
   Args:
     inner: e.g. :func:`pub_optax.pub_adam`.
@@ -48,20 +57,14 @@ def apply_if_finite(
     )
 
   def update(updates, state, params=None, **extra_args):
-    checked = jax.tree.leaves((updates, extra_args.get("task_losses")))
-    isfinite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in checked]))
+    new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
+    checked = (updates, extra_args.get("task_losses"), new_updates, new_inner)
+    isfinite = _all_finite(checked)
     notfinite_count = jnp.where(isfinite, 0, optax.safe_increment(state.notfinite_count))
-
-    def apply():
-      return inner.update(updates, state.inner_state, params, **extra_args)
-
-    def reject():
-      out_shape, _ = jax.eval_shape(apply)
-      return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape), state.inner_state
-
-    new_updates, inner_state = jax.lax.cond(
-      isfinite | (notfinite_count > max_consecutive_errors), apply, reject
-    )
+    accept = isfinite | (notfinite_count > max_consecutive_errors)
+    # Selected elementwise, not under lax.cond: no predicate has to reach the host.
+    new_updates = jax.tree.map(lambda u: jnp.where(accept, u, jnp.zeros_like(u)), new_updates)
+    inner_state = jax.tree.map(lambda n, o: jnp.where(accept, n, o), new_inner, state.inner_state)
     return new_updates, optax.ApplyIfFiniteState(
       notfinite_count=notfinite_count,
       last_finite=isfinite,

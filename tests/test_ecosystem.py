@@ -256,3 +256,15 @@ def test_bf16_state_keeps_its_dtypes_so_apply_if_finite_wraps_it():
   updates, new_state = jax.jit(tx.update)(grads, state, params)
   assert [x.dtype for x in jax.tree.leaves(new_state)] == [x.dtype for x in jax.tree.leaves(state)]
   assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
+
+
+def test_apply_if_finite_rejects_a_step_whose_gram_matrix_overflows():
+  params = {"w": jnp.zeros(3, jnp.float32)}
+  tx = pub_optax.apply_if_finite(pub_optax.pub_adam(0.05, num_tasks=K), 3)
+  state = tx.init(params)
+  _, state = tx.update({"w": jnp.ones((K, 3))}, state, params)
+  huge = {"w": jnp.full((K, 3), 1e30, jnp.float32)}  # finite, but |g|^2 overflows float32
+  updates, new_state = tx.update(huge, state, params)
+  assert float(jnp.max(jnp.abs(updates["w"]))) == 0.0
+  assert int(new_state.total_notfinite) == 1
+  jax.tree.map(np.testing.assert_array_equal, new_state.inner_state, state.inner_state)
