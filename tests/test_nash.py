@@ -196,6 +196,12 @@ def test_non_finite_gram_gives_nan_weights_and_infinite_residual():
   assert np.isposinf(float(res.residual)) and not bool(res.exact)
 
 
+def test_opposite_tasks_without_ridge_stay_finite():
+  res = nash_weights(jnp.array([[1.0, -2.0], [-2.0, 4.0]]), ridge=0.0)
+  w = np.asarray(res.weights)
+  assert np.all(np.isfinite(w)) and np.all(w > 0) and not bool(res.exact)
+
+
 def test_rejects_non_square():
   with pytest.raises(ValueError, match="square"):
     nash_weights(jnp.ones((2, 3)))

@@ -255,7 +255,9 @@ def _closed_form(p: _Problem, ridge: float):
     denom = jnp.sqrt(jnp.where(both, p.sq_norms[0] * p.sq_norms[1], 1.0))
     rho = jnp.where(both, p.g_active[0, 1] / denom, 0.0)
   sq = jnp.where(p.active, p.sq_norms, 1.0)
-  a = jnp.where(p.active, jax.lax.rsqrt(sq * (jnp.maximum(1.0 + rho, 0.0) + ridge)), 1.0)
+  # Opposite tasks without a ridge have no solution: the eps floor keeps α finite.
+  shared = jnp.maximum(jnp.maximum(1.0 + rho, 0.0) + ridge, jnp.finfo(sq.dtype).eps)
+  a = jnp.where(p.active, jax.lax.rsqrt(sq * shared), 1.0)
   return a, jnp.zeros((), jnp.int32), jnp.zeros((), a.dtype)
 
 
