@@ -171,3 +171,15 @@ def test_weights_come_in_the_input_dtype(name, dtype, fast_compiles):
   w, r = _run(name, _inputs(name), dtype)
   assert w.dtype == dtype, w.dtype
   assert r.dtype == dtype, r.dtype
+
+
+@pytest.mark.parametrize("name", GRAM)
+def test_non_finite_gram_gives_nan_weights_and_infinite_residual(name, fast_compiles):
+  grams = BATCH.grams.copy()  # the batch's shape: the compiled call is reused
+  grams[0, 0, 1] = grams[0, 1, 0] = np.inf
+  grams[1, 2, 2] = np.nan
+  grams[2, :, :] = -np.inf
+  w, r = _run(name, grams)
+  assert np.all(np.isnan(np.asarray(w)[:3])), w[:3]
+  assert np.all(np.isposinf(np.asarray(r)[:3])), r[:3]
+  assert np.all(np.isfinite(np.asarray(w)[3:]))
