@@ -31,12 +31,23 @@ from pub_optax import METHODS, make_method, method_names
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 NAMES = method_names()
-K = 2
+K = 3
 LR = 0.05
 SHARED = {"w": True, "heads": False}
 
 # (method, property) -> why the method does not keep the property.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+  ("imtl_l", "inject_hyperparams"): (
+    "make_method('imtl_l', lr, inject_learning_rate=True) cannot trace: the weight learning "
+    "rate defaults to the model's, which inject_hyperparams makes a traced array, and "
+    "weightings/_imtl_l.py _check calls float() on it (ConcretizationTypeError)"
+  ),
+  ("pub_fresh", "row_sparse_state"): (
+    "BalanceState.diagnostics.history_share differs from the dense path: with "
+    "lookahead='fresh' the row-sparse step drops the history (zero-gradient step) of the rows "
+    "outside the batch from ‖h‖², so the diagnostic covers the batch rows only"
+  ),
+}
 
 
 def _cases(prop: str) -> list:
@@ -57,10 +68,12 @@ def _mark_known_failure(request, name: str, prop: str) -> None:
 
 # ----------------------------------------------------------------------------- the problem
 
-# Two least-squares tasks L_k = ||A_k w + h_k - b_k||² sharing w, each with its own bias h_k.
+# Three least-squares tasks L_k = ||A_k w + h_k - b_k||² sharing w (6 coordinates), each with its
+# own bias h_k. Three tasks, not two: some weightings (Krum) need K > 2; more shared coordinates
+# than tasks, as the Gram-matrix methods assume (with as many, IMTL-G and ConFIG barely move).
 _RNG = np.random.default_rng(0)
-A = np.asarray(_RNG.normal(size=(K, 4, 3)), np.float32)
-B = np.asarray(_RNG.normal(size=(K, 4)), np.float32)
+A = np.asarray(_RNG.normal(size=(K, 8, 6)), np.float32)
+B = np.asarray(_RNG.normal(size=(K, 8)), np.float32)
 
 
 def task_losses(params):
@@ -74,7 +87,9 @@ jit_task_grads = jax.jit(task_grads)
 
 
 def initial_params(dtype=jnp.float32):
-  return {"w": jnp.array([1.5, -2.0, 1.0], dtype), "heads": jnp.array([0.5, -0.5], dtype)}
+  # Far from the optimum (summed loss about 540 against about 10 near the Pareto set).
+  w = jnp.array([3.0, -1.8, 0.6, 0.6, -1.8, 3.0], dtype)
+  return {"w": w, "heads": jnp.array([1.0, -1.0, 0.5], dtype)}
 
 
 @functools.cache
@@ -169,15 +184,15 @@ def test_registry_entry_is_complete_and_its_hyper_parameters_are_accepted(name):
 
 @pytest.mark.parametrize("name", _cases("extra_args"))
 def test_unknown_extra_args_are_accepted(name):
-  tx = transformation(name)
   params = initial_params()
   losses, grads = jit_task_grads(params)
-  updates, state = jax.eval_shape(
-    lambda s: tx.update(grads, s, params, task_losses=losses, some_extra=3, value=losses.sum()),
-    tx.init(params),
-  )
-  assert jax.tree.structure(updates) == jax.tree.structure(params)
-  assert jax.tree.structure(state) == jax.tree.structure(tx.init(params))
+  extra = {"task_losses": losses, "some_extra": 3, "value": losses.sum()}
+  # Bare and inside apply_if_finite (shapes only; the injected rate is checked with its property).
+  for tx in (transformation(name), pub_optax.apply_if_finite(transformation(name), 3)):
+    init = tx.init(params)
+    updates, state = jax.eval_shape(lambda s: tx.update(grads, s, params, **extra), init)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    assert jax.tree.structure(state) == jax.tree.structure(init)
 
 
 @pytest.mark.parametrize("name", _cases("no_recompilation"))
@@ -208,6 +223,16 @@ def test_injected_learning_rate_gives_the_plain_updates(name):
     assert_trees_close(u2, u1, rtol=1e-5, atol=1e-7)
     assert_trees_close(p2, p1, rtol=1e-5, atol=1e-7)
     assert_trees_close(pub_optax.balance_state(s2), pub_optax.balance_state(s1), 1e-4, 1e-6)
+    assert dtypes(u2) == dtypes(u1)
+  # It keeps its state's dtypes too, and takes unknown extra arguments like the plain one.
+  tx = transformation(name, inject=True)
+  init = tx.init(initial_params())
+  assert dtypes(injected[-1][1]) == dtypes(init)
+  losses, grads = jit_task_grads(initial_params())
+  updates, state = jax.eval_shape(
+    lambda s: tx.update(grads, s, initial_params(), task_losses=losses, some_extra=3), init
+  )
+  assert dtypes(state) == dtypes(init)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
@@ -215,16 +240,14 @@ def test_injected_learning_rate_gives_the_plain_updates(name):
 def test_updates_keep_the_params_dtype_and_state_dtypes_are_stable(name, dtype, request):
   _mark_known_failure(request, name, f"dtypes_{jnp.dtype(dtype).name}")
   want = [(jnp.dtype(dtype), False)] * 2
-  init = transformation(name).init(initial_params(dtype))
-  for params, state, updates in run_steps(name, 3, dtype=dtype):
-    assert dtypes(updates) == dtypes(params) == want
-    assert all(np.isfinite(np.asarray(u, np.float32)).all() for u in jax.tree.leaves(updates))
-    assert jax.tree.structure(state) == jax.tree.structure(init)
-    assert dtypes(state) == dtypes(init)
-  # The same with a schedule, an injected learning rate and weight decay (shapes only).
+  if dtype == jnp.float32:  # the compiled float32 step runs anyway: its values too
+    for params, _, updates in run_steps(name, 3):
+      assert dtypes(updates) == dtypes(params) == want
+      assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves(updates))
+  # Constant rate, schedule, weight decay: dtypes are fixed at trace time (shapes only).
   for tx in (
+    transformation(name),
     make_method(name, optax.linear_schedule(0.1, 0.01, 10), num_tasks=K, shared=SHARED),
-    make_method(name, LR, num_tasks=K, shared=SHARED, inject_learning_rate=True),
     make_method(name, LR, num_tasks=K, shared=SHARED, weight_decay=1e-3),
   ):
 
@@ -234,23 +257,22 @@ def test_updates_keep_the_params_dtype_and_state_dtypes_are_stable(name, dtype, 
       return optax.apply_updates(params, updates), state, updates
 
     params = initial_params(dtype)
-    init = tx.init(params)
-    state = init
-    for _ in range(2):
+    init = state = tx.init(params)
+    for _ in range(3):
       params, state, updates = jax.eval_shape(step, params, state)
       assert dtypes(updates) == dtypes(params) == want
+      assert jax.tree.structure(state) == jax.tree.structure(init)
       assert dtypes(state) == dtypes(init)
 
 
-def _scan_learning_rate(name: str) -> optax.Schedule:
-  # A schedule (so every method is also checked to take one): 0.1 decaying to 0.01.
-  del name
-  return optax.linear_schedule(0.1, 0.01, 200)
+# A schedule, so every method is also checked to take one: 0.1 decaying to 0.01 over the run.
+SCAN_STEPS = 200
+SCAN_SCHEDULE = optax.linear_schedule(0.1, 0.01, SCAN_STEPS)
 
 
 @pytest.mark.parametrize("name", _cases("scan"))
 def test_converges_inside_lax_scan_under_jit_with_a_schedule(name):
-  tx = make_method(name, _scan_learning_rate(name), num_tasks=K, shared=SHARED)
+  tx = make_method(name, SCAN_SCHEDULE, num_tasks=K, shared=SHARED)
 
   def step(carry, _):
     params, state = carry
@@ -259,10 +281,10 @@ def test_converges_inside_lax_scan_under_jit_with_a_schedule(name):
     return (optax.apply_updates(params, updates), state), jnp.sum(losses)
 
   params = initial_params()
-  run = jax.jit(lambda carry: jax.lax.scan(step, carry, None, length=200))
+  run = jax.jit(lambda carry: jax.lax.scan(step, carry, None, length=SCAN_STEPS))
   (params, state), totals = run((params, tx.init(params)))
   start, end = float(totals[0]), float(jnp.sum(task_losses(params)))
-  assert math.isfinite(end) and end < start / 4, (start, end)
+  assert math.isfinite(end) and end < start / 5, (start, end)
   assert np.all(np.isfinite(np.asarray(pub_optax.balance_state(state).weights)))
 
 
@@ -291,11 +313,13 @@ def test_state_is_stable_under_lax_cond(name):
 
   maybe_step = jax.jit(lambda pred, state: jax.lax.cond(pred, update, lambda s: s, state))
   init = tx.init(params)
-  stepped = maybe_step(True, init)
-  kept = maybe_step(False, stepped)
-  assert_trees_equal(kept, stepped)
-  assert int(pub_optax.balance_state(stepped).count) == 1
-  assert dtypes(stepped) == dtypes(init)
+  # Both branches must give the same tree, shapes and dtypes (weak types included): lowering the
+  # program checks it for the first step and for a later one.
+  maybe_step.lower(True, init)
+  later = jax.eval_shape(update, jax.eval_shape(update, init))
+  maybe_step.lower(True, later)
+  assert jax.tree.structure(later) == jax.tree.structure(init)
+  assert dtypes(later) == dtypes(init)
 
 
 # ----------------------------------------------------------------------------- row-sparse tables
@@ -310,7 +334,8 @@ def table_losses(params, ids):
   emb = params["table"][ids]  # (BATCH, DIM)
   first = jnp.mean(jnp.square(emb @ params["w"] - 1.0))
   second = jnp.mean(jnp.square(emb[:, 0] * emb[:, 1] + 0.5))
-  return jnp.stack([first, second])
+  third = jnp.mean(jnp.square(emb[:, 1] - params["w"][0]))
+  return jnp.stack([first, second, third])
 
 
 def table_params():
@@ -332,8 +357,11 @@ def sparse_table_grads(params, ids):
   return losses, dict(grads, table=lookup.task_grads(grads["table"]))
 
 
-def train_table(name, grads_fn):
+@functools.cache
+def train_table(name, sparse):
+  """Params, state and updates after 3 jitted steps from dense or row-sparse table gradients."""
   tx = make_method(name, LR, num_tasks=K, shared=TABLE_SHARED)
+  grads_fn = sparse_table_grads if sparse else dense_table_grads
 
   @jax.jit
   def step(params, state, ids):
@@ -348,21 +376,42 @@ def train_table(name, grads_fn):
   return params, state, updates
 
 
+def _skip_or_refuse_row_sparse(name):
+  """A method declared ``row_sparse=False`` must refuse RowSparse leaves, or the test is skipped."""
+  tx = make_method(name, LR, num_tasks=K, shared=TABLE_SHARED)
+  params = table_params()
+  losses, grads = sparse_table_grads(params, jnp.asarray(_IDS[0]))
+  try:
+    jax.eval_shape(lambda s: tx.update(grads, s, params, task_losses=losses), tx.init(params))
+  except ValueError:
+    return  # refused, as its registry entry (row_sparse=False) announces
+  pytest.skip(f"{name} is declared row_sparse=False (not exact on table rows) but takes them")
+
+
 @pytest.mark.parametrize("name", _cases("row_sparse"))
 def test_row_sparse_table_gradients_give_the_dense_updates(name):
   if not METHODS[name].row_sparse:
-    tx = make_method(name, LR, num_tasks=K, shared=TABLE_SHARED)
-    params = table_params()
-    losses, grads = sparse_table_grads(params, jnp.asarray(_IDS[0]))
-    try:
-      jax.eval_shape(lambda s: tx.update(grads, s, params, task_losses=losses), tx.init(params))
-    except ValueError:
-      return  # refused, as its registry entry (row_sparse=False) announces
-    pytest.skip(f"{name} is declared row_sparse=False (not exact on table rows) but takes them")
-  dense = train_table(name, dense_table_grads)
-  sparse = train_table(name, sparse_table_grads)
-  assert_trees_close(sparse, dense, rtol=SPARSE_RTOL, atol=SPARSE_ATOL)
-  assert not np.allclose(dense[0]["table"], table_params()["table"])  # it trained
+    return _skip_or_refuse_row_sparse(name)
+  dense_params, dense_state, dense_updates = train_table(name, sparse=False)
+  params, state, updates = train_table(name, sparse=True)
+  assert_trees_close(updates, dense_updates, rtol=SPARSE_RTOL, atol=SPARSE_ATOL)
+  assert_trees_close(params, dense_params, rtol=SPARSE_RTOL, atol=SPARSE_ATOL)
+  weights = pub_optax.balance_state(state).weights
+  np.testing.assert_allclose(weights, pub_optax.balance_state(dense_state).weights, 1e-4, 1e-6)
+  assert not np.allclose(dense_params["table"], table_params()["table"])  # it trained
+
+
+@pytest.mark.parametrize("name", _cases("row_sparse_state"))
+def test_row_sparse_table_gradients_give_the_dense_state(name):
+  """The whole optimizer state (moments, weighting state, diagnostics) as on the dense path."""
+  if not METHODS[name].row_sparse:
+    return _skip_or_refuse_row_sparse(name)
+  dense_state, state = train_table(name, sparse=False)[1], train_table(name, sparse=True)[1]
+  assert jax.tree.structure(state) == jax.tree.structure(dense_state)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(dense_state), jax.tree.leaves(state)):
+    np.testing.assert_allclose(
+      b, a, rtol=SPARSE_RTOL, atol=SPARSE_ATOL, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 # ----------------------------------------------------------------------------- non-finite steps
@@ -385,11 +434,13 @@ def test_apply_if_finite_leaves_params_and_state_untouched_on_nan(name):
   updates, state = update(params, state, grads, losses)
   params = optax.apply_updates(params, updates)
   losses, grads = jit_task_grads(params)
-  bad = dict(grads, w=grads["w"].at[1, 0].set(jnp.nan))
-  updates, new_state = update(params, state, bad, losses)
-  assert_trees_equal(optax.apply_updates(params, updates), params)
-  assert_trees_equal(new_state.inner_state, state.inner_state)
-  assert int(new_state.notfinite_count) == 1 and not bool(new_state.last_finite)
+  bad_grads = dict(grads, w=grads["w"].at[1, 0].set(jnp.nan))
+  bad_losses = losses.at[0].set(jnp.inf)
+  for g, l in ((bad_grads, losses), (grads, bad_losses)):
+    updates, new_state = update(params, state, g, l)
+    assert_trees_equal(optax.apply_updates(params, updates), params)
+    assert_trees_equal(new_state.inner_state, state.inner_state)
+    assert int(new_state.notfinite_count) == 1 and not bool(new_state.last_finite)
   # A finite step after it moves on from the kept state.
   updates, state = update(params, new_state, grads, losses)
   assert int(pub_optax.balance_state(state.inner_state).count) == 2
