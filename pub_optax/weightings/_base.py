@@ -20,7 +20,9 @@ class WeightingResult(NamedTuple):
   """What one call of a weighting returns.
 
   Attributes:
-    weights: ``(K,)`` task weights, finite.
+    weights: ``(K,)`` task weights: finite for a finite Gram matrix; NaN (with an
+      infinite residual) when the Gram matrix has a NaN or Inf entry, so that
+      :func:`pub_optax.apply_if_finite` rejects the step.
     state: the weighting's new state (warm start, PRNG key, loss history, ...).
     residual: scalar diagnostic of the solve, ``0`` for closed-form methods. For
       iterative solvers it is the relative residual of the method's defining
