@@ -357,6 +357,17 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows.append(bench(cfg, embed_dim, num_tasks, solver))
     print(f"dim={embed_dim} K={num_tasks}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    row = rows[-1]
+    print(
+      f"  paper PUB {row['torch_pub_s']:.3f}s, pub_optax PUB {row['jax_pub_s']:.3f}s, "
+      f"ratio {row['torch_pub_over_jax_pub']:.2f}",
+      file=sys.stderr,
+      flush=True,
+    )
+    if args.json:  # the configurations done so far, in case a later one is interrupted
+      common.write_json(
+        args.json, dict(benchmark="torch_step", config=cfg, rows=rows, partial=True)
+      )
   packages = ("jax", "jaxlib", "optax", "flax", "torch", "torchjd", "cvxpy", "ecos", "numpy")
   info = common.machine_info(packages=packages)
   wall = time.perf_counter() - start

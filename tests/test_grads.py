@@ -66,3 +66,33 @@ def test_errors():
     pub_optax.value_and_task_grads(lambda p: p[:0])(jnp.ones(3))
   with pytest.raises(ValueError, match="argnums=2"):
     pub_optax.value_and_task_grads(_losses, argnums=2)(PARAMS, X)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "vmap", "loop"])
+def test_strategies_match_per_task_grad(strategy):
+  fn = jax.jit(pub_optax.value_and_task_grads(_losses, strategy=strategy))
+  losses, grads = fn(PARAMS, X)
+  np.testing.assert_allclose(losses, _losses(PARAMS, X), rtol=1e-6)
+  for k in range(3):
+    ref = jax.grad(lambda p: _losses(p, X)[k])(PARAMS)
+    jax.tree.map(lambda g, r: np.testing.assert_allclose(g[k], r, rtol=1e-6, atol=1e-6), grads, ref)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "vmap", "loop"])
+def test_strategies_keep_has_aux_and_argnums(strategy):
+  def f(params, x):
+    losses = _losses(params, x)
+    return losses, {"mean": losses.mean()}
+
+  fn = pub_optax.value_and_task_grads(f, argnums=(0, 1), has_aux=True, strategy=strategy)
+  (losses, aux), (gp, gx) = fn(PARAMS, X)  # eagerly, outside jit
+  assert float(aux["mean"]) == pytest.approx(float(losses.mean()))
+  np.testing.assert_allclose(gx, jax.jacrev(lambda x: _losses(PARAMS, x))(X), atol=1e-6)
+  np.testing.assert_allclose(
+    gp["b"], jax.jacrev(lambda b: _losses(dict(PARAMS, b=b), X))(PARAMS["b"]), atol=1e-6
+  )
+
+
+def test_unknown_strategy_is_named():
+  with pytest.raises(ValueError, match="strategy must be 'auto', 'vmap' or 'loop', got 'scan'"):
+    pub_optax.value_and_task_grads(_losses, strategy="scan")

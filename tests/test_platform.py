@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pub_optax
 from pub_optax._gram import gram_matrix, leaf_gram
 
 K, N = 3, 1 << 16  # one large leaf: 64 lanes of 1024
@@ -74,3 +75,22 @@ def test_results_equal_on_cpu():
     np.asarray(jax.jit(leaf_gram)(big)),
     np.asarray(jax.jit(leaf_gram, static_argnums=1)(big, "lanes")),
   )
+
+
+def _dots(strategy: str, platform: str) -> int:
+  def losses(w, x):
+    h = jnp.tanh(x @ w)
+    return jnp.stack([jnp.mean(h**2), jnp.mean(jnp.sin(h)), jnp.mean(h)])
+
+  fn = jax.jit(pub_optax.value_and_task_grads(losses, strategy=strategy))
+  w, x = jnp.ones((4, 3)), jnp.ones((5, 4))
+  text = fn.trace(w, x).lower(lowering_platforms=(platform,)).as_text()
+  return text.count("stablehlo.dot_general")
+
+
+def test_task_grads_auto_strategy_follows_the_lowering_platform():
+  # K calls of the VJP hold K backward matmuls where one vmapped VJP holds a single batched one.
+  assert _dots("loop", "cpu") > _dots("vmap", "cpu")
+  assert _dots("auto", "cuda") == _dots("vmap", "cuda")
+  assert _dots("auto", "tpu") == _dots("vmap", "tpu")
+  assert _dots("auto", "cpu") == _dots(pub_optax._grads._CPU_STRATEGY, "cpu")
