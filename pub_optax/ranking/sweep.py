@@ -1,4 +1,4 @@
-"""A sweep engine: one jitted program trains a grid of seeds × learning rates of one model and method.
+"""A sweep engine: one jitted program trains a grid of seeds × learning rates of one model.
 
 Every member of the grid is one copy of the model, initialised from its seed exactly as
 :func:`pub_optax.ranking.experiment.run` initialises it, with its own optimizer state (the
@@ -377,13 +377,14 @@ def sweep(
     ValueError: an empty grid, a repeated or negative seed, a rate that is not positive,
       or a non-positive ``epochs``, ``batch_size`` or ``patience``.
 
-  Example:
+  Example (about half a minute on two CPU cores, mostly compilation)::
+
     >>> from pub_optax.ranking.data import generate_splits
     >>> splits = generate_splits(128, 64, 64, seed=0)
-    >>> results = sweep("mmoe", "equal", splits, seeds=(0, 1), learning_rates=(1e-3, 1e-2),  # doctest: +SKIP
+    >>> results = sweep("mmoe", "equal", splits, seeds=(0, 1), learning_rates=(1e-3, 1e-2),
     ...                 epochs=2, batch_size=64, patience=1,
     ...                 model_kwargs=dict(embed_dim=4, n_experts=2, expert_dims=(8,),
-    ...                                   tower_dims=(4,)))
+    ...                                   tower_dims=(4,)))  # doctest: +SKIP
     >>> [(r["config"]["seed"], r["config"]["learning_rate"]) for r in results]  # doctest: +SKIP
     [(0, 0.001), (0, 0.01), (1, 0.001), (1, 0.01)]
     >>> sorted(results[0]["test"])[:2], len(results[0]["weights"])  # doctest: +SKIP
