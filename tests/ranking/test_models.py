@@ -23,7 +23,8 @@ SMALL = {
   "esmm": dict(bottom_dims=(16,), tower_dims=(8,)),
   "aitm": dict(bottom_dims=(16, 8), tower_dims=(8,)),
 }
-CASES = [(name, k) for name in M.MODEL_NAMES for k in (1, 2, 3) if name != "esmm" or k == 2]
+# The models of this file (test_models_more.py tests the others of MODEL_NAMES).
+CASES = [(name, k) for name in SMALL for k in (1, 2, 3) if name != "esmm" or k == 2]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -313,7 +314,7 @@ def test_apply_eval_mode_is_deterministic_and_stateless():
 # --------------------------------------------------------------------------- training sanity
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", TRAIN_CASES)
 def test_trains_on_separable_problem(name):
   """A funnel: task 0 = field-0 id < 3, task t = task t-1 and field-t id < cardinality/2.
 
@@ -372,9 +373,9 @@ def test_no_numerical_features():
 
 
 def test_build_model_names():
-  assert M.MODEL_NAMES == ("shared_bottom", "mmoe", "ple", "esmm", "aitm")
+  assert M.MODEL_NAMES[:5] == ("shared_bottom", "mmoe", "ple", "esmm", "aitm")
   classes = (M.SharedBottom, M.MMoE, M.PLE, M.ESMM, M.AITM)
-  for name, cls in zip(M.MODEL_NAMES, classes):
+  for name, cls in zip(M.MODEL_NAMES[:5], classes):
     assert type(make(name, 2)) is cls
   with pytest.raises(ValueError, match="valid names: shared_bottom, mmoe, ple, esmm, aitm"):
     M.build_model("dcn", CARD, N_NUM, 2, rngs=nnx.Rngs(0))
