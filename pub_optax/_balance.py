@@ -227,11 +227,11 @@ class _Step(NamedTuple):
     losses = task_losses if w.needs_losses else None
     k = state.weights.shape[0]
     dtype = state.weights.dtype
-    balanced = vectors
+    balanced, balanced_offset = vectors, gram_offset
     if self.lookahead == "fresh":  # rows outside a batch have no fresh part
-      balanced, gram_offset = jax.tree.map(jnp.subtract, vectors, history), 0.0
+      balanced, balanced_offset = jax.tree.map(jnp.subtract, vectors, history), 0.0
     if w.kind == "gram":
-      gram = gram_matrix(balanced, mask) + jnp.asarray(gram_offset, jnp.float32)
+      gram = gram_matrix(balanced, mask) + jnp.asarray(balanced_offset, jnp.float32)
       res = w.weigh(gram, state.weighting, losses)
       cosines = _cosines(gram).astype(dtype)
     else:
@@ -341,6 +341,7 @@ def scale_by_balance(
   lookahead: Lookahead = "full",
   commit: Commit = "scaled",
   diagnostics: bool = False,
+  exact_on_rows: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Balances K tasks with ``weighting`` at gradient or update level (learning-rate free).
 
@@ -385,6 +386,9 @@ def scale_by_balance(
       applied step).
     diagnostics: also record :attr:`BalanceDiagnostics.history_share` (one more inner
       step at update level); the raw weights and the cosines are always recorded.
+    exact_on_rows: False for an ``inner`` that couples the coordinates of a tensor
+      (per-tensor clipping, factored moments): row-sparse table gradients are then
+      refused, since the step on the batch rows would not be the dense one.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with a :class:`BalanceState`. Its
@@ -440,6 +444,12 @@ def scale_by_balance(
     if num_shared == 0 and weighting.kind == "gram":
       raise ValueError("the `shared` mask selects no leaf: nothing to balance")
     tables = TableRows.of(task_grads)
+    if tables is not None and not exact_on_rows:
+      raise ValueError(
+        "this inner optimizer couples the coordinates of a tensor (exact_on_rows=False), so "
+        "row-sparse (RowSparse) table gradients would not give the dense result; pass dense "
+        "task gradients"
+      )
     args = (mask, num_shared, task_losses, extra)
     if tables is None:
       out = step(task_grads, state.inner, params, state, *args)
@@ -475,6 +485,7 @@ def balance(
   lookahead: Lookahead = "full",
   commit: Commit = "scaled",
   diagnostics: bool = False,
+  exact_on_rows: bool = True,
   weight_decay: chex.Numeric = 0.0,
   weight_decay_mask: SharedSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -485,7 +496,7 @@ def balance(
   the decay step is left out when ``weight_decay`` is the literal 0.
 
   Args:
-    inner, weighting, num_tasks, level, shared, refresh_every, scaling, per_task_state, lookahead, commit, diagnostics:
+    inner, weighting, num_tasks, level, shared, refresh_every, scaling, per_task_state, lookahead, commit, diagnostics, exact_on_rows:
       see :func:`scale_by_balance`.
     learning_rate: float or optax schedule (``η``).
     weight_decay: decoupled weight decay ``λ`` (``Δθ −= η·λ·θ``), applied once per
@@ -523,6 +534,7 @@ def balance(
     lookahead=lookahead,
     commit=commit,
     diagnostics=diagnostics,
+    exact_on_rows=exact_on_rows,
   )
   parts = [core]
   if not (isinstance(weight_decay, int | float) and weight_decay == 0):

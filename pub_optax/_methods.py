@@ -109,7 +109,7 @@ def _decay(h):
   return {"weight_decay": h["weight_decay"], "weight_decay_mask": h["weight_decay_mask"]}
 
 
-def _on_gradients(weighting: Weighting, inner=None):
+def _on_gradients(weighting: Weighting, inner=None, **options):
   """Weights from the gradients; their weighted sum feeds Adam (or ``inner``)."""
 
   def build(learning_rate, num_tasks, shared, h):
@@ -122,6 +122,7 @@ def _on_gradients(weighting: Weighting, inner=None):
       shared=shared,
       refresh_every=h.get("refresh_every", 1),
       scaling="raw",
+      **options,
       **_decay(h),
     )
 
@@ -212,7 +213,7 @@ _register("pub_rms", _on_updates("rms"), "PUB with the Nash direction rescaled t
 _register("pub_raw", _on_updates("raw"), "PUB with the raw Nash weights (the published scaling)", _PUB, "update", _REFRESH)  # fmt: skip
 _register("pub_convex", _on_updates("convex"), "PUB with Nash weights normalised to sum to 1", _PUB, "update", _REFRESH)  # fmt: skip
 _register("pub_adatask", _on_updates(per_task_state=True), "PUB over AdaTask's per-task Adam updates (one Adam state per task)", f"{_PUB}; {_ADATASK}", "update", _REFRESH, row_sparse=False)  # fmt: skip
-_register("pub_clippy", _on_updates(inner=_clippy), "PUB over per-task Clippy-Adam updates", f"{_PUB}; {_CLIPPY}", "update", {**_REFRESH, **_CLIP}, row_sparse=False)  # fmt: skip
+_register("pub_clippy", _on_updates(inner=_clippy, exact_on_rows=False), "PUB over per-task Clippy-Adam updates", f"{_PUB}; {_CLIPPY}", "update", {**_REFRESH, **_CLIP}, row_sparse=False)  # fmt: skip
 _register("pub_fresh", _on_updates(lookahead="fresh"), "PUB with Nash weights from the fresh part of each look-ahead (minus the committed state's zero-gradient step), weights summing to 1", _PUB, "update", _REFRESH)  # fmt: skip
 _register("pub_rms_convex_state", _on_updates("rms", commit="convex"), "PUB with an Adam-sized (unit RMS) Nash step whose committed state uses weights summing to 1", _PUB, "update", _REFRESH)  # fmt: skip
 _register("pub_fixed", _build_pub_fixed, "control: PUB with the task weights stuck at 1, as the public code runs", _PUB, "update")  # fmt: skip
@@ -242,7 +243,7 @@ _register("stch", _on_gradients(lambda h: stch(h["mu"], preference=h["preference
 _register("pbi", _on_gradients(lambda h: pbi(h["theta"], preference=h["preference"], ideal=h["ideal"])), "PBI: weights p̂ + θ r/‖r‖, the loss-gradient of d1 + θ d2 about a preference ray", "Zhang & Li, MOEA/D: A Multiobjective Evolutionary Algorithm Based on Decomposition, IEEE TEC 2007", "loss", {"theta": 5.0, "preference": None, "ideal": None}, needs_losses=True)  # fmt: skip
 _register("geometric_mean", _on_gradients(geometric_mean()), "Geometric mean (GLS): weights (Π L)^{1/K}/(K L_k), the loss-gradient of (Π L)^{1/K}; positive losses", "Chennupati et al., MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss Strategy for Multi-Task Learning, CVPR Workshops 2019", "loss", needs_losses=True)  # fmt: skip
 _register("adatask", _build_adatask, "AdaTask: separate Adam moments per task on shared parameters, summed", _ADATASK, "update", row_sparse=False)  # fmt: skip
-_register("clippy_adam", _on_gradients(ones(), inner=_clippy), "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs", _CLIPPY, "gradient", _CLIP, row_sparse=False)  # fmt: skip
+_register("clippy_adam", _on_gradients(ones(), inner=_clippy, exact_on_rows=False), "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs", _CLIPPY, "gradient", _CLIP, row_sparse=False)  # fmt: skip
 
 METHODS: dict[str, MethodInfo] = {name: info for name, (info, _) in _REGISTRY.items()}
 """Ordered mapping: method name -> :class:`MethodInfo` (description, reference, needs_losses, level, hyper)."""

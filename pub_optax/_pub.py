@@ -30,6 +30,7 @@ def pub(
   lookahead: Lookahead = "full",
   commit: Commit = "scaled",
   diagnostics: bool = False,
+  exact_on_rows: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Parameter Update Balancing around any learning-rate-free optax direction.
 
@@ -52,7 +53,7 @@ def pub(
     direction: learning-rate-free inner transformation, e.g. ``optax.scale_by_adam()``.
     learning_rate: float or schedule.
     num_tasks: K.
-    shared, refresh_every, scaling, per_task_state, weight_decay, weight_decay_mask, lookahead, commit, diagnostics:
+    shared, refresh_every, scaling, per_task_state, weight_decay, weight_decay_mask, lookahead, commit, diagnostics, exact_on_rows:
       see :func:`pub_optax.balance`.
     weighting: defaults to :func:`pub_optax.weightings.nash`; any other
       weighting gives update-level balancing with that rule.
@@ -91,6 +92,7 @@ def pub(
     lookahead=lookahead,
     commit=commit,
     diagnostics=diagnostics,
+    exact_on_rows=exact_on_rows,
     weight_decay=weight_decay,
     weight_decay_mask=weight_decay_mask,
   )

@@ -39,18 +39,7 @@ SCAN_STEPS = 200
 SCAN_SCHEDULE = optax.linear_schedule(0.1, 0.01, SCAN_STEPS)
 
 # (method, property) -> why the method does not keep the property.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-  ("imtl_l", "inject_hyperparams"): (
-    "make_method('imtl_l', lr, inject_learning_rate=True) cannot trace: the weight learning "
-    "rate defaults to the model's, which inject_hyperparams makes a traced array, and "
-    "weightings/_imtl_l.py _check calls float() on it (ConcretizationTypeError)"
-  ),
-  ("pub_fresh", "row_sparse_state"): (
-    "BalanceState.diagnostics.history_share differs from the dense path: with "
-    "lookahead='fresh' the row-sparse step drops the history (zero-gradient step) of the rows "
-    "outside the batch from ‖h‖², so the diagnostic covers the batch rows only"
-  ),
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def _cases(prop: str) -> list:

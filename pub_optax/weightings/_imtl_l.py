@@ -27,7 +27,7 @@ class IMTLLState(NamedTuple):
 
 
 def _check(learning_rate, init: float, b1: float, b2: float, eps: float) -> None:
-  if not callable(learning_rate) and not float(learning_rate) > 0.0:
+  if isinstance(learning_rate, int | float) and not learning_rate > 0.0:  # arrays: injected
     raise ValueError(f"imtl_l learning_rate must be positive, got {learning_rate}")
   if not math.isfinite(init):
     raise ValueError(f"imtl_l init must be finite, got {init}")
