@@ -16,7 +16,7 @@ measures, on the same matrices:
   (``NashCCP.nash_mtl``: 20 iterations, its stop rule, one conic solve per iteration,
   a non-DPP problem re-canonicalised at every solve), cold-started from ones as at the
   first training step; ``ccp_dpp_ms`` is the same procedure in DPP form.
-* ``speedup`` = ccp_ms / newton_us (the issue's goal: >= 300x at every K).
+* ``speedup`` = ccp_ms / newton_us (target: >= 300x at every K).
 * ``err_f32`` / ``err_f64``: max relative difference of the Newton weights from the tight
   CCP reference (``NashCCP(K)``, residual <= 1e-8) over the matrices (goal <= 1e-4);
   ``err_nash_mtl``: the same for the original-settings CCP.

@@ -54,8 +54,8 @@ custom-call targets of each is printed and stored (``programs`` in each row, ``p
 the summary): what an accelerator would run, visible without one. A platform the program does not
 lower for is reported as "does not lower" with the error.
 
-Goals (on CPU): (b) <= 1.10 for every K and (a) <= 2.0 at K = 2, judged at the
-paper's embedding width 128.
+Targets on CPU, judged at the paper's embedding width 128: PUB / floor <= 1.10 for every K
+and PUB / Adam <= 2.0 at K = 2.
 
 Usage (from the repository root, package installed):
   python benchmarks/step.py [--quick] [--json PATH] [--embed-dims 16 128 --tasks 2 8] [--rounds 7] [--balance-floor]

@@ -34,7 +34,7 @@ def _step(k: int):
   return step, (params, tx.init(params), ids)
 
 
-@pytest.mark.parametrize("k", [2, 8])
+@pytest.mark.parametrize("k", [2, 8, 16])
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 def test_pub_step_has_no_loop_and_no_solver_call_on_accelerators(platform, k):
   step, args = _step(k)

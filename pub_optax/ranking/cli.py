@@ -466,6 +466,119 @@ CHECKPOINT_HELP = (
 )
 
 
+def _add_data_options(t: argparse.ArgumentParser) -> None:
+  """Where the data comes from (generated or real files)."""
+  g = t.add_argument_group("data")
+  g.add_argument(
+    "--data",
+    default="generated",
+    help="generated | aliexpress:DIR | aliexpress-raw:DIR:CC | aliccp:DIR",
+  )
+  g.add_argument(
+    "--rows",
+    type=positive_int,
+    default=40_000,
+    help="generated training rows (val and test: a quarter each)",
+  )
+  g.add_argument(
+    "--conflict",
+    type=bounded_float(0, 1, False, False),
+    default=0.5,
+    help="generated data: 0 aligned tasks, 0.5 orthogonal, 1 opposed",
+  )
+  g.add_argument(
+    "--conversion-rate",
+    type=bounded_float(0, 1, True, False),
+    default=0.2,
+    help="generated data: conversions per click (real AliExpress: about 0.02; the default keeps "
+    "enough CTCVR positives for a short run)",
+  )
+  g.add_argument(
+    "--data-seed",
+    type=non_negative_int,
+    default=0,
+    help="seed of the generated data and of the validation split of real data",
+  )
+  g.add_argument(
+    "--val-fraction",
+    type=bounded_float(0, 1, True, True),
+    default=0.1,
+    help="real data: share of train held out for early stopping",
+  )
+
+
+def _add_model_options(t: argparse.ArgumentParser) -> None:
+  """Which ranking model, and its size."""
+  g = t.add_argument_group("model")
+  g.add_argument("--model", default="mmoe", choices=MODEL_NAMES, help="the ranking model")
+  g.add_argument(
+    "--preset", default="small", choices=PRESETS, help="model size: small (CPU) or paper settings"
+  )
+  g.add_argument(
+    "--dropout", type=bounded_float(0, 1, False, True), default=0.2, help="dropout rate"
+  )
+
+
+def _add_training_options(t: argparse.ArgumentParser) -> None:
+  """Methods, seeds, epochs, batches, rates."""
+  g = t.add_argument_group("training")
+  g.add_argument(
+    "--methods",
+    default="pub,equal",
+    help=f"comma-separated, each once; valid: {', '.join(method_names())}",
+  )
+  g.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
+  g.add_argument("--epochs", type=positive_int, default=3, help="maximum number of epochs")
+  g.add_argument(
+    "--patience",
+    type=positive_int,
+    default=3,
+    help="stop after this many epochs without a better validation mean AUC",
+  )
+  g.add_argument("--batch-size", type=positive_int, default=512, help="rows per batch")
+  # 3e-2: the rate most often chosen on validation for equal weighting and PUB (convex) in the
+  # short-budget study of benchmarks/ranking.py (benchmarks/results/ranking_cpu.md).
+  g.add_argument(
+    "--lr",
+    default="3e-2",
+    help="one rate, or per method: pub=1e-3,equal=2e-3,default=1e-3 (3e-2 suits short runs "
+    "on generated data; the paper used 1e-3 for up to 50 epochs)",
+  )
+  g.add_argument(
+    "--weight-decay",
+    type=non_negative_float,
+    default=0.0,
+    help="decoupled weight decay per step",
+  )
+  g.add_argument(
+    "--sparse-embeddings",
+    action="store_true",
+    help="per-task gradients of the embedding tables at the batch's rows only (same results, "
+    "less memory and time; not for the AdaTask and Clippy methods)",
+  )
+
+
+def _add_output_options(t: argparse.ArgumentParser) -> None:
+  """Where results and checkpoints go."""
+  g = t.add_argument_group("output")
+  g.add_argument(
+    "--out",
+    default="runs/latest",
+    help=f"folder for results.json, table.txt, curves.png and checkpoints ({CHECKPOINT_HELP})",
+  )
+  g.add_argument(
+    "--resume",
+    action="store_true",
+    help="continue an interrupted run from its checkpoints; every option but --epochs must be "
+    "the same as before and the data unchanged, or the command stops with the differences",
+  )
+  g.add_argument(
+    "--no-progress",
+    action="store_true",
+    help="no progress bars (per-epoch validation lines are still printed)",
+  )
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The ``pub-optax`` argument parser (``train`` and ``methods`` commands)."""
   parser = argparse.ArgumentParser(
@@ -483,99 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     formatter_class=_HelpFormatter,
     allow_abbrev=False,
   )
-  t.add_argument(
-    "--data",
-    default="generated",
-    help="generated | aliexpress:DIR | aliexpress-raw:DIR:CC | aliccp:DIR",
-  )
-  t.add_argument(
-    "--rows",
-    type=positive_int,
-    default=40_000,
-    help="generated training rows (val and test: a quarter each)",
-  )
-  t.add_argument(
-    "--conflict",
-    type=bounded_float(0, 1, False, False),
-    default=0.5,
-    help="generated data: 0 aligned tasks, 0.5 orthogonal, 1 opposed",
-  )
-  t.add_argument(
-    "--conversion-rate",
-    type=bounded_float(0, 1, True, False),
-    default=0.2,
-    help="generated data: conversions per click (real AliExpress: about 0.02; the default keeps "
-    "enough CTCVR positives for a short run)",
-  )
-  t.add_argument(
-    "--data-seed",
-    type=non_negative_int,
-    default=0,
-    help="seed of the generated data and of the validation split of real data",
-  )
-  t.add_argument(
-    "--val-fraction",
-    type=bounded_float(0, 1, True, True),
-    default=0.1,
-    help="real data: share of train held out for early stopping",
-  )
-  t.add_argument("--model", default="mmoe", choices=MODEL_NAMES, help="the ranking model")
-  t.add_argument(
-    "--preset", default="small", choices=PRESETS, help="model size: small (CPU) or paper settings"
-  )
-  t.add_argument(
-    "--dropout", type=bounded_float(0, 1, False, True), default=0.2, help="dropout rate"
-  )
-  t.add_argument(
-    "--methods",
-    default="pub,equal",
-    help=f"comma-separated, each once; valid: {', '.join(method_names())}",
-  )
-  t.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
-  t.add_argument("--epochs", type=positive_int, default=3, help="maximum number of epochs")
-  t.add_argument(
-    "--patience",
-    type=positive_int,
-    default=3,
-    help="stop after this many epochs without a better validation mean AUC",
-  )
-  t.add_argument("--batch-size", type=positive_int, default=512, help="rows per batch")
-  # 3e-2: the rate most often chosen on validation for equal weighting and PUB (convex) in the
-  # short-budget study of benchmarks/ranking.py (benchmarks/results/ranking_cpu.md).
-  t.add_argument(
-    "--lr",
-    default="3e-2",
-    help="one rate, or per method: pub=1e-3,equal=2e-3,default=1e-3 (3e-2 suits short runs "
-    "on generated data; the paper used 1e-3 for up to 50 epochs)",
-  )
-  t.add_argument(
-    "--weight-decay",
-    type=non_negative_float,
-    default=0.0,
-    help="decoupled weight decay per step",
-  )
-  t.add_argument(
-    "--sparse-embeddings",
-    action="store_true",
-    help="per-task gradients of the embedding tables at the batch's rows only (same results, "
-    "less memory and time; not for the AdaTask and Clippy methods)",
-  )
-  t.add_argument(
-    "--out",
-    default="runs/latest",
-    help=f"folder for results.json, table.txt, curves.png and checkpoints ({CHECKPOINT_HELP})",
-  )
-  t.add_argument(
-    "--resume",
-    action="store_true",
-    help="continue an interrupted run from its checkpoints; every option but --epochs must be "
-    "the same as before and the data unchanged, or the command stops with the differences",
-  )
-  t.add_argument(
-    "--no-progress",
-    action="store_true",
-    help="no progress bars (per-epoch validation lines are still printed)",
-  )
+  for add in (_add_data_options, _add_model_options, _add_training_options, _add_output_options):
+    add(t)
   sub.add_parser("methods", help="list the methods")
   return parser
 
@@ -777,22 +799,13 @@ def validate(args) -> tuple[list[str], dict[str, float]]:
   return methods, rates
 
 
-def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
-  """Runs ``pub-optax train`` with validated options; returns the exit status.
-
-  Returns:
-    0, or 1 when a run diverged (its results are still written).
-
-  Raises:
-    DataError, FileNotFoundError: unusable data files.
-    CheckpointError: a checkpoint that cannot be resumed.
-  """
+def _prepare(args, methods: Sequence[str], rates: dict[str, float]):
+  """Checks a resumed run's options and data, loads the data; returns ``(splits, fingerprint)``."""
   if os.path.exists(os.path.join(args.out, "results.json")) and not args.resume:
     print(
       f"note: {args.out} holds an earlier run; it is overwritten (use --resume to continue it)",
       file=sys.stderr,
     )
-  t0 = time.time()
   _remove_orphans(args)
   options = run_options(args, methods, rates)
   saved = _saved_run(args)
@@ -804,37 +817,40 @@ def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
   if saved:
     check_resume(saved, options, fingerprint, _run_record(args))
   atomic_write_json(_run_record(args), {"options": options, "data": fingerprint})
-  task_names = splits["train"].task_names
-  print(_describe_data(args, splits))
-  print(f"model {args.model} ({args.preset}), devices {jax.devices()}", flush=True)
-  results = []
-  for method in methods:
-    for seed in range(args.seeds):
-      config = RunConfig(
-        model=args.model,
-        method=method,
-        seed=seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=rates[method],
-        weight_decay=args.weight_decay,
-        patience=args.patience,
-        model_kwargs=model_kwargs(args.model, args.preset, args.dropout),
-        sparse_embeddings=args.sparse_embeddings,
-      )
-      checkpoint = os.path.join(args.out, "checkpoints", f"{method}_seed{seed}.ckpt")
-      if not args.resume and os.path.exists(checkpoint):
-        os.remove(checkpoint)
-      result = run(
-        config,
-        splits,
-        checkpoint=checkpoint,
-        progress=not args.no_progress,
-        on_epoch=_print_epoch(method, seed, args.epochs, task_names),
-        on_divergence="record",
-      )
-      _print_run_end(result)
-      results.append(result)
+  return splits, fingerprint
+
+
+def _run_one(args, splits, method: str, seed: int, rate: float) -> dict:
+  """Trains one method with one seed (resuming from its checkpoint with ``--resume``)."""
+  config = RunConfig(
+    model=args.model,
+    method=method,
+    seed=seed,
+    epochs=args.epochs,
+    batch_size=args.batch_size,
+    learning_rate=rate,
+    weight_decay=args.weight_decay,
+    patience=args.patience,
+    model_kwargs=model_kwargs(args.model, args.preset, args.dropout),
+    sparse_embeddings=args.sparse_embeddings,
+  )
+  checkpoint = os.path.join(args.out, "checkpoints", f"{method}_seed{seed}.ckpt")
+  if not args.resume and os.path.exists(checkpoint):
+    os.remove(checkpoint)
+  result = run(
+    config,
+    splits,
+    checkpoint=checkpoint,
+    progress=not args.no_progress,
+    on_epoch=_print_epoch(method, seed, args.epochs, splits["train"].task_names),
+    on_divergence="record",
+  )
+  _print_run_end(result)
+  return result
+
+
+def _write_report(args, results, task_names, fingerprint, seconds: float) -> list[dict]:
+  """Prints the table and writes results.json, table.txt and curves.png; returns divergences."""
   rows = summarise(results, task_names)
   table = format_table(rows, task_names)
   print(f"\ntest metrics of the best validation epoch, over {args.seeds} seed(s):\n{table}")
@@ -853,7 +869,7 @@ def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
       "devices": [str(d) for d in jax.devices()],
     },
     "data": fingerprint,
-    "seconds": time.time() - t0,
+    "seconds": seconds,
     "diverged": diverged,
     "summary": rows,
     "runs": results,
@@ -865,6 +881,30 @@ def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
     f"\nwrote {args.out}/results.json, {args.out}/table.txt"
     + (f"; {message}" if message else f", {args.out}/curves.png")
   )
+  return diverged
+
+
+def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
+  """Runs ``pub-optax train`` with validated options; returns the exit status.
+
+  Returns:
+    0, or 1 when a run diverged (its results are still written).
+
+  Raises:
+    DataError, FileNotFoundError: unusable data files.
+    CheckpointError: a checkpoint that cannot be resumed.
+  """
+  t0 = time.time()
+  splits, fingerprint = _prepare(args, methods, rates)
+  print(_describe_data(args, splits))
+  print(f"model {args.model} ({args.preset}), devices {jax.devices()}", flush=True)
+  results = [
+    _run_one(args, splits, method, seed, rates[method])
+    for method in methods
+    for seed in range(args.seeds)
+  ]
+  task_names = splits["train"].task_names
+  diverged = _write_report(args, results, task_names, fingerprint, time.time() - t0)
   print(f"total {time.time() - t0:.0f} s")
   if diverged:
     names = ", ".join(f"{d['method']} seed {d['seed']} at epoch {d['epoch']}" for d in diverged)

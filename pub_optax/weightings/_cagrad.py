@@ -28,6 +28,7 @@ average gradient. The residual then reports 1 in the no-root case.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -75,6 +76,41 @@ def cagrad_objective(gram: Array, w: Array, c: float) -> Array:
   return w @ b + c * g0 * jnp.sqrt(jnp.maximum(w @ gram @ w, 0.0))
 
 
+def _search_step(carry, gn, b, g0sq, r2, live, t_floor, eps, qp_max_iter):
+  """One step of the root search for λ (the comments in :func:`cagrad_weights` give the plan)."""
+  ones = jnp.ones_like(b)
+  it, t_lo, f_lo, t_hi, f_hi, last, _, _, has_root, _ = carry
+  wide = t_hi > 4.0 * jnp.maximum(t_lo, t_floor)
+  t_geo = jnp.sqrt(jnp.maximum(t_lo, t_floor) * t_hi)
+  span = f_hi - f_lo  # ≥ 0
+  t_sec = t_lo + f_lo * (t_lo - t_hi) / jnp.where(span > 0, span, 1.0)
+  t = jnp.clip(jnp.where(wide, t_geo, t_sec), t_lo, t_hi)
+  t = jnp.where(it == 1, t_hi, t)
+  mu = jnp.where(it == 0, 0.0, jax.lax.rsqrt(jnp.where(it == 0, 1.0, t)))
+  shifted = gn + mu * (b[:, None] + b[None, :]) + (mu * mu * g0sq) * jnp.outer(ones, ones)
+  w = mgda_weights(shifted, max_iter=qp_max_iter).weights
+  gw2 = jnp.maximum(w @ gn @ w, 0.0)
+  f = t * gw2 - r2
+  low = f <= 0.0
+  # Illinois: halve the value of an end that is kept twice in a row.
+  search = (
+    jnp.where(low, t, t_lo),
+    jnp.where(low, f, jnp.where(last == -1, 0.5 * f_lo, f_lo)),
+    jnp.where(low, t_hi, t),
+    jnp.where(low, jnp.where(last == 1, 0.5 * f_hi, f_hi), f),
+    jnp.where(low, 1, -1).astype(jnp.int32),
+  )
+  done = (jnp.abs(f) <= 8.0 * eps * r2) | (search[2] - search[0] <= 4.0 * eps * search[2])
+  first = (t_lo, f_lo, jnp.where(live, r2 / jnp.maximum(gw2, eps), 1.0), f_hi, last)
+  second = (t_lo, f_lo, t_hi, f, last)
+  state = jax.tree.map(
+    lambda a, b_, c_: jnp.where(it == 0, a, jnp.where(it == 1, b_, c_)), first, second, search
+  )
+  has_root = jnp.where(it == 1, live & ((r2 / t_hi > eps) | (f >= 0.0)), has_root)
+  done = jnp.where(it == 0, ~live, jnp.where(it == 1, ~has_root, done))
+  return (it + 1,) + state + (t, w, has_root, done)
+
+
 def cagrad_weights(
   gram: Array,
   c: float = 0.4,
@@ -120,7 +156,6 @@ def cagrad_weights(
   b = jnp.sum(gn, axis=1) / k  # J g0
   g0sq = jnp.maximum(jnp.sum(b) / k, 0.0)  # ‖g0‖²
   r2 = c * c * g0sq
-  ones = jnp.ones((k,), dtype)
 
   live = nonzero & (r2 > jnp.finfo(dtype).tiny)
   # Known lower end: q(0) = 0; geometric steps start from t = r² (q(r²) ≤ r² since max G_kk = 1).
@@ -131,37 +166,10 @@ def cagrad_weights(
   #   step 1: q(t_hi), which brackets the root (‖g_w‖ ≥ ‖m‖ on the simplex) unless ‖m‖² hit
   #           the eps floor, in which case it is checked;
   #   steps 2+: the bracketed root search.
-  def step(carry):
-    it, t_lo, f_lo, t_hi, f_hi, last, _, _, has_root, _ = carry
-    wide = t_hi > 4.0 * jnp.maximum(t_lo, t_floor)
-    t_geo = jnp.sqrt(jnp.maximum(t_lo, t_floor) * t_hi)
-    span = f_hi - f_lo  # ≥ 0
-    t_sec = t_lo + f_lo * (t_lo - t_hi) / jnp.where(span > 0, span, 1.0)
-    t = jnp.clip(jnp.where(wide, t_geo, t_sec), t_lo, t_hi)
-    t = jnp.where(it == 1, t_hi, t)
-    mu = jnp.where(it == 0, 0.0, jax.lax.rsqrt(jnp.where(it == 0, 1.0, t)))
-    shifted = gn + mu * (b[:, None] + b[None, :]) + (mu * mu * g0sq) * jnp.outer(ones, ones)
-    w = mgda_weights(shifted, max_iter=qp_max_iter).weights
-    gw2 = jnp.maximum(w @ gn @ w, 0.0)
-    f = t * gw2 - r2
-    low = f <= 0.0
-    # Illinois: halve the value of an end that is kept twice in a row.
-    search = (
-      jnp.where(low, t, t_lo),
-      jnp.where(low, f, jnp.where(last == -1, 0.5 * f_lo, f_lo)),
-      jnp.where(low, t_hi, t),
-      jnp.where(low, jnp.where(last == 1, 0.5 * f_hi, f_hi), f),
-      jnp.where(low, 1, -1).astype(jnp.int32),
-    )
-    done = (jnp.abs(f) <= 8.0 * eps * r2) | (search[2] - search[0] <= 4.0 * eps * search[2])
-    first = (t_lo, f_lo, jnp.where(live, r2 / jnp.maximum(gw2, eps), 1.0), f_hi, last)
-    second = (t_lo, f_lo, t_hi, f, last)
-    state = jax.tree.map(
-      lambda a, b_, c_: jnp.where(it == 0, a, jnp.where(it == 1, b_, c_)), first, second, search
-    )
-    has_root = jnp.where(it == 1, live & ((r2 / t_hi > eps) | (f >= 0.0)), has_root)
-    done = jnp.where(it == 0, ~live, jnp.where(it == 1, ~has_root, done))
-    return (it + 1,) + state + (t, w, has_root, done)
+  step = functools.partial(
+    _search_step, gn=gn, b=b, g0sq=g0sq, r2=r2, live=live, t_floor=t_floor, eps=eps,
+    qp_max_iter=qp_max_iter,
+  )  # fmt: skip
 
   def keep_going(carry):
     return (carry[0] < max_iter + 2) & ~carry[9]
