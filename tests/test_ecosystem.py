@@ -15,6 +15,8 @@ from flax.training import train_state
 
 import pub_optax
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 K = 2
 
 

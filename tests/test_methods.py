@@ -50,7 +50,9 @@ def test_registry_lists_every_required_method_with_metadata():
   assert tuple(METHODS) == method_names()
   for name, info in METHODS.items():
     assert info.description and info.reference, name
-    assert info.needs_losses == (name in ("uncertainty", "famo")), name
+    reads_losses = ("uncertainty", "famo", "dwa", "imtl_l", "stch", "pbi", "geometric_mean",
+                    "db_mtl", "gradnorm", "imtl")  # fmt: skip
+    assert info.needs_losses == (name in reads_losses), name
     assert info.level in ("gradient", "update", "loss")
     assert "weight_decay" in info.hyper, name
 

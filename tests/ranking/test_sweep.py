@@ -14,6 +14,8 @@ from pub_optax.ranking.models import build_model
 from pub_optax.ranking.sweep import SweepEngine, sweep
 from pub_optax.ranking.train import Trainer, train_batches
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 TINY = dict(embed_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(4,), dropout=0.2)
 BATCH = 32
 # float32: the vmapped program may round differently from the unvmapped one.
