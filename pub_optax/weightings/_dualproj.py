@@ -24,17 +24,14 @@ need (``reg_eps`` defaults to 0; ``1e-4`` reproduces TorchJD's weights).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from pub_optax.weightings._base import (
   Weighting,
   check_gram,
-  solve_dtype,
   stateless_solver,
-  symmetric_gram,
 )
-from pub_optax.weightings._linalg import finite_gram, flag_non_finite
-from pub_optax.weightings._qp import nonneg_qp
+from pub_optax.weightings._linalg import flag_non_finite
+from pub_optax.weightings._upgrad import dual_cone_problem, project_to_dual_cone
 
 Array = jax.Array
 
@@ -78,19 +75,9 @@ def dualproj_weights(
     NeurIPS 2017 (Equation 11).
   """
   check_gram(gram)
-  dtype = solve_dtype(gram)
-  k = gram.shape[0]
-  finite, gram = finite_gram(gram)
-  g = symmetric_gram(gram)
-  trace = jnp.sum(jnp.diagonal(g))
-  nonzero = trace > jnp.finfo(dtype).tiny
-  q = jnp.where(nonzero, g / jnp.where(nonzero, trace, 1.0), 0.0)
-  q = q + reg_eps * jnp.eye(k, dtype=dtype)
-  u = jnp.full((k,), 1.0 / k, dtype) if pref is None else jnp.asarray(pref, dtype)
-  if u.shape != (k,):
-    raise ValueError(f"pref must have shape ({k},) to match gram, got {u.shape}")
-  res = nonneg_qp(q, q @ u, max_iter=max_iter)
-  return flag_non_finite(finite, u + res.x, res.residual)
+  finite, q, u = dual_cone_problem(gram, pref, reg_eps)
+  v, residual = project_to_dual_cone(q, u, max_iter)
+  return flag_non_finite(finite, v, residual)
 
 
 def dualproj(

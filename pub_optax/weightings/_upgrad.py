@@ -37,6 +37,32 @@ from pub_optax.weightings._qp import nonneg_qp
 Array = jax.Array
 
 
+def dual_cone_problem(gram: Array, pref: Array | None, reg_eps: float):
+  """``(finite, Q, p)``: the finite flag of G, ``G / trace(G) + reg_eps·I`` and the preference.
+
+  ``p`` defaults to ``1/K`` and must have shape ``(K,)``. Shared by UPGrad and DualProj.
+  """
+  dtype = solve_dtype(gram)
+  k = gram.shape[0]
+  finite, gram = finite_gram(gram)
+  g = symmetric_gram(gram)
+  trace = jnp.sum(jnp.diagonal(g))
+  nonzero = trace > jnp.finfo(dtype).tiny
+  q = jnp.where(nonzero, g / jnp.where(nonzero, trace, 1.0), 0.0) + reg_eps * jnp.eye(
+    k, dtype=dtype
+  )
+  p = jnp.full((k,), 1.0 / k, dtype) if pref is None else jnp.asarray(pref, dtype)
+  if p.shape != (k,):
+    raise ValueError(f"pref must have shape ({k},) to match gram, got {p.shape}")
+  return finite, q, p
+
+
+def project_to_dual_cone(q: Array, u: Array, max_iter: int | None) -> tuple[Array, Array]:
+  """``(argmin_{v ≥ u} vᵀQv, KKT residual)``: ``v = u + x`` with ``x ≥ 0`` from the NNQP."""
+  res = nonneg_qp(q, q @ u, max_iter=max_iter)
+  return u + res.x, res.residual
+
+
 def upgrad_weights(
   gram: Array,
   pref: Array | None = None,
@@ -70,25 +96,8 @@ def upgrad_weights(
     arXiv 2406.16232 (Proposition 1 and the UPGrad aggregator).
   """
   check_gram(gram)
-  dtype = solve_dtype(gram)
-  k = gram.shape[0]
-  finite, gram = finite_gram(gram)
-  g = symmetric_gram(gram)
-  trace = jnp.sum(jnp.diagonal(g))
-  nonzero = trace > jnp.finfo(dtype).tiny
-  q = jnp.where(nonzero, g / jnp.where(nonzero, trace, 1.0), 0.0) + reg_eps * jnp.eye(
-    k, dtype=dtype
-  )
-  p = jnp.full((k,), 1.0 / k, dtype) if pref is None else jnp.asarray(pref, dtype)
-  if p.shape != (k,):
-    raise ValueError(f"pref must have shape ({k},) to match gram, got {p.shape}")
-  lower = jnp.diag(p)  # row i: u = p_i e_i
-
-  def project(u):
-    res = nonneg_qp(q, q @ u, max_iter=max_iter)
-    return u + res.x, res.residual
-
-  vs, residuals = jax.vmap(project)(lower)
+  finite, q, p = dual_cone_problem(gram, pref, reg_eps)
+  vs, residuals = jax.vmap(lambda u: project_to_dual_cone(q, u, max_iter))(jnp.diag(p))
   return flag_non_finite(finite, jnp.sum(vs, axis=0), jnp.max(residuals))
 
 
