@@ -213,6 +213,17 @@ def _label(text: str, name: str, path: str, number: int, column: int) -> float:
     ) from None
 
 
+def _report_dropped(path: str, count: int, first: int, what: str, option: str, choice: str):
+  """Raises for ``count`` rows of kind ``what`` when ``choice`` is "raise", else warns they were dropped."""
+  if not count:
+    return
+  if choice == "raise":
+    raise DataError(
+      f"{path}: {count} {what}, first at line {first}; pass {option}='drop' to drop them"
+    )
+  warnings.warn(f"{path}: dropped {count} {what}", stacklevel=4)
+
+
 def _read_split(
   skeleton: str,
   common: str,
@@ -253,24 +264,12 @@ def _read_split(
     own_values.extend(row_values)
     common_row.append(row)
     labels.extend((click, click * purchase))
-  if bad_labels:
-    if on_bad_labels == "raise":
-      raise DataError(
-        f"{skeleton}: {bad_labels} rows with click or purchase not in {{0, 1}}, first at "
-        f"line {first_bad}; pass on_bad_labels='drop' to drop them"
-      )
-    warnings.warn(
-      f"{skeleton}: dropped {bad_labels} rows with click or purchase not in {{0, 1}}", stacklevel=3
-    )
-  if bad_purchase:
-    if purchase_without_click == "raise":
-      raise DataError(
-        f"{skeleton}: {bad_purchase} rows with purchase = 1 and click = 0, first at line "
-        f"{first_purchase}; pass purchase_without_click='drop' to drop them"
-      )
-    warnings.warn(
-      f"{skeleton}: dropped {bad_purchase} rows with purchase = 1 and click = 0", stacklevel=3
-    )
+  what = "rows with click or purchase not in {0, 1}"
+  _report_dropped(skeleton, bad_labels, first_bad, what, "on_bad_labels", on_bad_labels)
+  what = "rows with purchase = 1 and click = 0"
+  _report_dropped(
+    skeleton, bad_purchase, first_purchase, what, "purchase_without_click", purchase_without_click
+  )
   if not len(labels):
     raise DataError(f"{skeleton}: no data rows, so this split is empty")
   own_ids = np.frombuffer(own_ids, np.int64).reshape(-1, n_slots)
