@@ -32,6 +32,7 @@ program tens of times larger than the loop it replaces, or the solution inexact.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -78,6 +79,37 @@ def kkt_residual(q: Array, c: Array, x: Array) -> Array:
   viol = jnp.maximum(jnp.max(jnp.maximum(-x, 0.0)) * jnp.max(jnp.abs(jnp.diagonal(q))), 0.0)
   comp = jnp.max(jnp.where(x > 0, jnp.abs(grad), jnp.maximum(-grad, 0.0)))
   return jnp.maximum(viol, comp) / size
+
+
+def _active_set_step(carry, qn, cn, tol, tiny):
+  """One active-set step of :func:`nonneg_qp` on the unit-size problem ``(qn, cn)``."""
+  k = cn.shape[0]
+  x, free, blocked, it, _ = carry
+  s = _solve_on(qn, cn, free)
+  feasible = jnp.all(jnp.where(free, s > 0.0, True)) & jnp.all(jnp.isfinite(s))
+  # Major step: s is feasible, take it and free the most violated coordinate.
+  neg_grad = -(qn @ s + cn)
+  cand = ~free & ~blocked & (neg_grad > tol * (jnp.abs(cn) + jnp.abs(qn) @ s) + tiny)
+  j = jnp.argmax(jnp.where(cand, neg_grad, -jnp.inf))
+  optimal = ~jnp.any(cand)
+  free_major = free | (jnp.arange(k) == j) & ~optimal
+  # Minor step: move from x towards s until a free coordinate hits zero, drop it.
+  s_ok = jnp.where(jnp.isfinite(s), s, 0.0)
+  hits = free & (s_ok <= 0.0)
+  gap = jnp.where(hits, x - s_ok, 1.0)  # ≥ 0: x ≥ 0 ≥ s on hits
+  ratio = jnp.where(hits, jnp.where(gap > 0.0, x / jnp.where(gap > 0.0, gap, 1.0), 0.0), jnp.inf)
+  i = jnp.argmin(ratio)
+  t = jnp.clip(ratio[i], 0.0, 1.0)
+  x_minor = x + t * (s_ok - x)
+  drop = (jnp.arange(k) == i) | (x_minor <= 0.0)
+  free_minor = free & ~drop
+  x_minor = jnp.where(free_minor, x_minor, 0.0)
+  # A coordinate dropped without any progress is numerically dependent: block it.
+  blocked_minor = blocked | ((jnp.arange(k) == i) & (t <= 0.0))
+  x = jnp.where(feasible, s, x_minor)
+  free = jnp.where(feasible, free_major, free_minor)
+  blocked = jnp.where(feasible, blocked, blocked_minor)
+  return x, free, blocked, it + 1, feasible & optimal
 
 
 def nonneg_qp(
@@ -136,36 +168,7 @@ def nonneg_qp(
   qn = jnp.where(alpha_ok, q / jnp.where(alpha_ok, alpha, 1.0), 0.0)
   cn = jnp.where(beta_ok, c / jnp.where(beta_ok, beta, 1.0), 0.0)
 
-  def threshold(x):
-    return tol * (jnp.abs(cn) + jnp.abs(qn) @ x) + tiny
-
-  def step(carry):
-    x, free, blocked, it, _ = carry
-    s = _solve_on(qn, cn, free)
-    feasible = jnp.all(jnp.where(free, s > 0.0, True)) & jnp.all(jnp.isfinite(s))
-    # Major step: s is feasible, take it and free the most violated coordinate.
-    neg_grad = -(qn @ s + cn)
-    cand = ~free & ~blocked & (neg_grad > threshold(s))
-    j = jnp.argmax(jnp.where(cand, neg_grad, -jnp.inf))
-    optimal = ~jnp.any(cand)
-    free_major = free | (jnp.arange(k) == j) & ~optimal
-    # Minor step: move from x towards s until a free coordinate hits zero, drop it.
-    s_ok = jnp.where(jnp.isfinite(s), s, 0.0)
-    hits = free & (s_ok <= 0.0)
-    gap = jnp.where(hits, x - s_ok, 1.0)  # ≥ 0: x ≥ 0 ≥ s on hits
-    ratio = jnp.where(hits, jnp.where(gap > 0.0, x / jnp.where(gap > 0.0, gap, 1.0), 0.0), jnp.inf)
-    i = jnp.argmin(ratio)
-    t = jnp.clip(ratio[i], 0.0, 1.0)
-    x_minor = x + t * (s_ok - x)
-    drop = (jnp.arange(k) == i) | (x_minor <= 0.0)
-    free_minor = free & ~drop
-    x_minor = jnp.where(free_minor, x_minor, 0.0)
-    # A coordinate dropped without any progress is numerically dependent: block it.
-    blocked_minor = blocked | ((jnp.arange(k) == i) & (t <= 0.0))
-    x = jnp.where(feasible, s, x_minor)
-    free = jnp.where(feasible, free_major, free_minor)
-    blocked = jnp.where(feasible, blocked, blocked_minor)
-    return x, free, blocked, it + 1, feasible & optimal
+  step = functools.partial(_active_set_step, qn=qn, cn=cn, tol=tol, tiny=tiny)
 
   def keep_going(carry):
     _, _, _, it, done = carry
