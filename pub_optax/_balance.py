@@ -13,7 +13,9 @@ In both cases task-specific leaves receive the inner optimizer's ordinary update
 task-summed gradient, and the inner state advances once per step with the weighted gradient
 ``Σ α̂_k g_k`` on shared leaves and ``Σ_k g_k`` elsewhere. Loss-kind weightings (uncertainty,
 FAMO, RLW, equal) define the weighted loss ``Σ_k w_k L_k``, so their weights apply to every
-leaf and no Gram matrix is built.
+leaf and no Gram matrix is built. Coordinate-kind weightings (GradDrop, trimmed mean, MoCo,
+ExcessMTL) combine the shared leaves of the K vectors themselves, ``u = rule(v_1, …, v_K)``,
+in place of ``Σ α̂_k v_k``; see :func:`scale_by_balance`.
 
 :func:`balance` is ``optax.chain(scale_by_balance(...), optax.add_decayed_weights(λ),
 optax.scale_by_learning_rate(η))``, as ``optax.adamw`` chains ``scale_by_adam``: weight decay
@@ -154,6 +156,21 @@ def _check_options(level, scaling, per_task_state, num_tasks, refresh_every, wei
   for name, value in (("num_tasks", num_tasks), ("refresh_every", refresh_every)):
     if not isinstance(value, jax.core.Tracer) and (int(value) != value or int(value) < 1):
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  if weighting.kind == "coordinate":
+    _check_coordinate_options(weighting.name, refresh_every, scaling, lookahead, commit)
+
+
+def _check_coordinate_options(name, refresh_every, scaling, lookahead, commit) -> None:
+  """A coordinate-kind rule produces the direction at every step: no reuse, no rescaling."""
+  what = f"the {name!r} weighting combines the task vectors coordinate by coordinate at every step"
+  if isinstance(refresh_every, jax.core.Tracer) or refresh_every != 1:
+    raise ValueError(f"{what}, so refresh_every must be 1, got {refresh_every!r}")
+  if scaling != "raw":
+    raise ValueError(f"{what} (no weights to rescale), so scaling must be 'raw', got {scaling!r}")
+  if lookahead != "full":
+    raise ValueError(f"{what}, so lookahead must be 'full', got {lookahead!r}")
+  if commit != "scaled":
+    raise ValueError(f"{what}, so commit must be 'scaled' (the rule itself), got {commit!r}")
 
 
 class _Solved(NamedTuple):
@@ -161,6 +178,23 @@ class _Solved(NamedTuple):
   weighting: Any
   residual: Array
   diagnostics: BalanceDiagnostics
+  direction: tuple = ()  # coordinate kind: the combined shared leaves
+
+
+def _shared(tree, mask) -> tuple:
+  """The leaves of ``tree`` where ``mask`` is True, in tree order."""
+  return tuple(x for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask)) if m)
+
+
+def _with_shared(tree, shared: tuple, mask):
+  """``tree`` with its leaves where ``mask`` is True replaced, in order, by ``shared``
+  (each cast to the dtype of the leaf it replaces)."""
+  replacements = iter(shared)
+  leaves = [
+    next(replacements).astype(x.dtype) if m else x
+    for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask))
+  ]
+  return jax.tree.unflatten(jax.tree.structure(tree), leaves)
 
 
 def _sq_norms(vectors, mask) -> Array:
@@ -230,10 +264,15 @@ class _Step(NamedTuple):
     balanced, balanced_offset = vectors, gram_offset
     if self.lookahead == "fresh":  # rows outside a batch have no fresh part
       balanced, balanced_offset = jax.tree.map(jnp.subtract, vectors, history), 0.0
+    direction = ()
     if w.kind == "gram":
       gram = gram_matrix(balanced, mask) + jnp.asarray(balanced_offset, jnp.float32)
       res = w.weigh(gram, state.weighting, losses)
       cosines = _cosines(gram).astype(dtype)
+    elif w.kind == "coordinate":
+      res = w.weigh(_shared(balanced, mask), state.weighting, losses)
+      direction = res.direction
+      cosines = _cosines(gram_matrix(balanced, mask)).astype(dtype)
     else:
       res = w.weigh(losses, state.weighting)
       cosines = jnp.zeros((k, k), dtype)
@@ -248,6 +287,7 @@ class _Step(NamedTuple):
       res.state,
       jnp.asarray(res.residual, state.residual.dtype),
       BalanceDiagnostics(raw, cosines, share),
+      direction,
     )
 
   def refreshed(self, solve, state) -> _Solved:
@@ -277,6 +317,29 @@ class _Step(NamedTuple):
     balanced = lambda v, c, m: weighted_sum(weights, v) if m else c
     return jax.tree.map(balanced, vectors, committed, mask), inner_state
 
+  def combine_coordinates(self, solved, vectors, grads, task_states, inner_state, params, mask,
+                          extra, state, task_losses):  # fmt: skip
+    """:meth:`combine` for a coordinate-kind rule, whose ``solved.direction`` is the shared step.
+
+    Gradient level: the rule's combined gradient on shared leaves (``Σ_k g_k`` elsewhere)
+    feeds the inner optimizer. Update level: shared leaves take the rule's combination of the
+    look-aheads, and the inner state advances with the rule applied to the gradients, from the
+    same incoming rule state (whose second new state is dropped). Per-task states: shared
+    leaves take the combined look-aheads, the others ``Σ_k d_k``.
+    """
+    summed = lambda stacked: jax.tree.map(lambda x: jnp.sum(x, 0).astype(x.dtype), stacked)
+    if self.per_task_state:
+      return _with_shared(summed(vectors), solved.direction, mask), task_states
+    combined = solved.direction
+    if self.level == "update":
+      losses = task_losses if self.weighting.needs_losses else None
+      combined = self.weighting.weigh(_shared(grads, mask), state.weighting, losses).direction
+    fed = _with_shared(summed(grads), combined, mask)
+    committed, inner_state = self.inner.update(fed, inner_state, params, **extra)
+    if self.level == "gradient":
+      return committed, inner_state
+    return _with_shared(committed, solved.direction, mask), inner_state
+
   def __call__(self, grads, inner_state, params, state, mask, num_shared, task_losses, extra,
                gram_offset=0.0, clean=lambda v: v):  # fmt: skip
     """One step: ``(direction, inner_state, solved)``."""
@@ -287,9 +350,14 @@ class _Step(NamedTuple):
       history = clean(self.history(grads, inner_state, params, extra))
     solve = lambda: self.solve(vectors, history, mask, state, task_losses, num_shared, gram_offset)
     solved = self.refreshed(solve, state)
-    direction, inner_state = self.combine(
-      solved.weights, vectors, grads, task_states, inner_state, params, mask, extra
-    )
+    if self.weighting.kind == "coordinate":
+      direction, inner_state = self.combine_coordinates(
+        solved, vectors, grads, task_states, inner_state, params, mask, extra, state, task_losses
+      )
+    else:
+      direction, inner_state = self.combine(
+        solved.weights, vectors, grads, task_states, inner_state, params, mask, extra
+      )
     return direction, inner_state, solved
 
 
@@ -359,6 +427,18 @@ def scale_by_balance(
   the inner step of ``Σ_k g_k``. Follow it with ``optax.scale_by_learning_rate`` (as
   :func:`balance` does).
 
+  A coordinate-kind weighting (``weighting.kind == "coordinate"``: GradDrop, trimmed
+  mean, MoCo, ExcessMTL) replaces ``Σ_k α̂_k v_k`` on the shared leaves by its own
+  combination ``rule(v_1, …, v_K)``. At gradient level that combined gradient feeds the
+  inner optimizer; at update level the combined look-aheads move the shared leaves and
+  the inner state advances with the same rule applied to the gradients (from the same
+  incoming rule state, so a random rule draws the same numbers for both). Such a rule
+  runs at every step (``refresh_every=1``, ``scaling="raw"``, ``lookahead="full"``,
+  ``commit="scaled"``; others are refused) and does not take row-sparse table
+  gradients. :attr:`BalanceState.weights` then holds what the rule reports (see
+  :class:`~pub_optax.weightings.CoordinateResult`), and the cosines are those of the
+  task vectors it combined.
+
   Args:
     inner: learning-rate-free inner direction, e.g. ``optax.scale_by_adam()``.
     weighting: a :class:`~pub_optax.weightings.Weighting`.
@@ -420,13 +500,18 @@ def scale_by_balance(
     k = int(num_tasks)  # concrete at init, also under optax.inject_hyperparams
     dtype = _weights_dtype(params)
     inner_state = inner.init(params)
+    weighting_state = (
+      weighting.init(k, dtype, _shared_shapes(params, shared))
+      if weighting.kind == "coordinate"
+      else weighting.init(k, dtype)
+    )
     if per_task_state:
       inner_state = jax.tree.map(lambda s: jnp.repeat(jnp.asarray(s)[None], k, 0), inner_state)
     return BalanceState(
       count=jnp.zeros((), jnp.int32),
       inner=inner_state,
       weights=jnp.ones((k,), dtype),
-      weighting=weighting.init(k, dtype),
+      weighting=weighting_state,
       residual=jnp.zeros((), dtype),
       params=shape_templates(params),
       diagnostics=BalanceDiagnostics(
@@ -441,9 +526,15 @@ def scale_by_balance(
     reference = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype), state.params)
     mask = resolve_shared(shared, reference)
     num_shared = sum(math.prod(r.shape) for r, m in zip(jax.tree.leaves(reference), jax.tree.leaves(mask)) if m)  # fmt: skip
-    if num_shared == 0 and weighting.kind == "gram":
+    if num_shared == 0 and weighting.kind in ("gram", "coordinate"):
       raise ValueError("the `shared` mask selects no leaf: nothing to balance")
     tables = TableRows.of(task_grads)
+    if tables is not None and weighting.kind == "coordinate":
+      raise ValueError(
+        f"the {weighting.name!r} weighting combines the task vectors coordinate by coordinate "
+        "(its state and the rows outside the batch would need every table row), so it does not "
+        "take row-sparse (RowSparse) table gradients; pass dense task gradients"
+      )
     if tables is not None and not exact_on_rows:
       raise ValueError(
         "this inner optimizer couples the coordinates of a tensor (exact_on_rows=False), so "
@@ -469,6 +560,12 @@ def scale_by_balance(
     return direction, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _shared_shapes(params, shared: SharedSpec) -> tuple:
+  """The shapes and dtypes of the shared leaves of ``params`` (for a coordinate rule's state)."""
+  reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(jnp.shape(p), jnp.result_type(p)), params)
+  return _shared(reference, resolve_shared(shared, reference))
 
 
 def balance(

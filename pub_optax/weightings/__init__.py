@@ -2,10 +2,20 @@
 
 Each weighting is a :class:`Weighting`; :func:`pub_optax.balance` applies any of
 them to per-task gradients (classic methods) or to per-task updates (PUB).
+Coordinate-kind weightings combine the task vectors coordinate by coordinate and
+return the direction itself.
 """
 
 from pub_optax.weightings._aligned import aligned_mtl, aligned_mtl_weights
-from pub_optax.weightings._base import Kind, Weighting, WeightingResult, stateless, stateless_solver
+from pub_optax.weightings._base import (
+  CoordinateResult,
+  Kind,
+  Weighting,
+  WeightingResult,
+  coordinatewise,
+  stateless,
+  stateless_solver,
+)
 from pub_optax.weightings._cagrad import CAGradResult, cagrad, cagrad_weights
 from pub_optax.weightings._config import config, config_weights
 from pub_optax.weightings._constant import constant
@@ -44,6 +54,7 @@ from pub_optax.weightings._upgrad import upgrad, upgrad_weights
 __all__ = [
   "CAGradResult",
   "CRMOGMState",
+  "CoordinateResult",
   "DBMTLState",
   "DWAState",
   "FairGradResult",
@@ -68,6 +79,7 @@ __all__ = [
   "config",
   "config_weights",
   "constant",
+  "coordinatewise",
   "cr_mogm",
   "cr_mogm_update",
   "db_mtl",

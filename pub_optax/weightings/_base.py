@@ -2,7 +2,10 @@
 
 Every balancing method in pub_optax is a :class:`Weighting`. The same weighting can
 be applied to per-task *gradients* (the classic methods: MGDA, Nash-MTL, ...) or to
-the inner optimizer's per-task *updates* (PUB) by :func:`pub_optax.balance`.
+the inner optimizer's per-task *updates* (PUB) by :func:`pub_optax.balance`. Rules
+that combine the K task vectors coordinate by coordinate (GradDrop, a trimmed mean)
+or keep per-coordinate state (MoCo, ExcessMTL) are weightings of a third kind,
+``"coordinate"``, that return the combined direction itself.
 """
 
 from __future__ import annotations
@@ -34,12 +37,35 @@ class WeightingResult(NamedTuple):
   residual: Array
 
 
-Kind = Literal["gram", "loss"]
-"""What a weighting reads: the Gram matrix of the task vectors, or only the task losses."""
+class CoordinateResult(NamedTuple):
+  """What one call of a coordinate-kind weighting returns.
+
+  Attributes:
+    direction: tuple of the combined shared leaves, one params-shaped array per
+      shared leaf (in the order of the ``vectors`` it was given), each in its
+      leaf's dtype: NaN when a task vector has a NaN or Inf entry.
+    weights: ``(K,)`` what the rule did, as each rule documents it: the weights it
+      applied (MoCo, ExcessMTL) or, for rules that pick entries coordinate by
+      coordinate (GradDrop, trimmed mean), the mean coefficient with which each
+      task's entries enter the direction. NaN for non-finite task vectors.
+    state: the rule's new state (unchanged for non-finite task vectors).
+    residual: scalar diagnostic, ``0`` for closed-form rules, ``inf`` for
+      non-finite task vectors.
+  """
+
+  direction: tuple
+  weights: Array
+  state: Any
+  residual: Array
+
+
+Kind = Literal["gram", "loss", "coordinate"]
+"""What a weighting reads: the Gram matrix of the task vectors, only the task losses, or
+the task vectors themselves, coordinate by coordinate."""
 
 
 class Weighting(NamedTuple):
-  """A pure, jittable rule that gives K task weights, of one of two kinds.
+  """A pure, jittable rule that gives K task weights, of one of three kinds.
 
   * ``kind="gram"``: ``weigh(gram, state, task_losses) -> WeightingResult``, with
     ``gram`` the ``(K, K)`` Gram matrix of the task vectors (gradients or updates)
@@ -48,12 +74,19 @@ class Weighting(NamedTuple):
     define the loss ``Σ_k w_k L_k``, so :func:`pub_optax.balance` builds no Gram
     matrix and applies them to every leaf. ``task_losses`` is ``None`` unless
     ``needs_losses`` (constant and random weightings read only their state).
+  * ``kind="coordinate"``: ``weigh(vectors, state, task_losses) -> CoordinateResult``,
+    with ``vectors`` the tuple of the shared leaves of the task vectors, each
+    ``(K, *leaf_shape)``; the rule returns the combined shared direction itself
+    (see :class:`CoordinateResult`). Its ``init(num_tasks, dtype, shared)`` also
+    receives the shared leaves' shapes and dtypes (a tuple of
+    ``jax.ShapeDtypeStruct`` without the task axis), for per-coordinate state.
 
   Attributes:
-    init: ``init(num_tasks, dtype) -> state``.
+    init: ``init(num_tasks, dtype) -> state`` (``init(num_tasks, dtype, shared)``
+      for the coordinate kind).
     weigh: see above.
     name: short name used in registries and error messages.
-    kind: ``"gram"`` or ``"loss"``.
+    kind: ``"gram"``, ``"loss"`` or ``"coordinate"``.
     needs_losses: True when ``task_losses`` must be passed to ``update``.
   """
 
@@ -129,3 +162,50 @@ def check_gram(gram: Array) -> None:
     raise ValueError(f"gram must be a square (K, K) matrix, got shape {gram.shape}")
   if gram.shape[0] < 1:
     raise ValueError("gram must describe at least one task (K >= 1), got K = 0")
+
+
+def coordinatewise(
+  name: str,
+  init: Callable[[int, Any, tuple], Any],
+  rule: Callable[..., CoordinateResult],
+  *,
+  needs_losses: bool = False,
+) -> Weighting:
+  """A coordinate-kind :class:`Weighting` from ``rule(vectors, state, task_losses)``.
+
+  The wrapper adds the package's rule for non-finite input: when a task vector
+  has a NaN or Inf entry, the direction and the weights are NaN, the residual is
+  infinite and the state is returned unchanged, so that
+  :func:`pub_optax.apply_if_finite` rejects the step and no state is corrupted.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from pub_optax.weightings import CoordinateResult, coordinatewise
+    >>> def median(vectors, state, task_losses=None):
+    ...   out = tuple(jnp.median(v, axis=0) for v in vectors)
+    ...   return CoordinateResult(out, jnp.ones(vectors[0].shape[0]), state, jnp.zeros(()))
+    >>> w = coordinatewise("median", lambda k, dtype, shared: (), median)
+    >>> vectors = (jnp.array([[1.0, 5.0], [2.0, -1.0], [9.0, 0.0]]),)
+    >>> w.weigh(vectors, w.init(3, jnp.float32, ()), None).direction[0].tolist()
+    [2.0, 0.0]
+  """
+
+  def weigh(vectors, state, task_losses=None):
+    vectors = tuple(vectors)
+    if not vectors:
+      raise ValueError(f"{name}: no shared leaf to combine")
+    k = vectors[0].shape[0]
+    if k < 1 or any(v.ndim < 1 or v.shape[0] != k for v in vectors):
+      raise ValueError(
+        f"{name}: every shared leaf must be (K, ...) with the same K >= 1, got shapes "
+        f"{[v.shape for v in vectors]}"
+      )
+    res = rule(vectors, state, task_losses)
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in vectors]))
+    direction = tuple(jnp.where(ok, d, jnp.full_like(d, jnp.nan)) for d in res.direction)
+    weights = jnp.where(ok, res.weights, jnp.full_like(res.weights, jnp.nan))
+    residual = jnp.where(ok, res.residual, jnp.full_like(res.residual, jnp.inf))
+    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), res.state, state)
+    return CoordinateResult(direction, weights, new_state, residual)
+
+  return Weighting(init=init, weigh=weigh, name=name, kind="coordinate", needs_losses=needs_losses)
