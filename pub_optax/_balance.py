@@ -500,11 +500,13 @@ def scale_by_balance(
     k = int(num_tasks)  # concrete at init, also under optax.inject_hyperparams
     dtype = _weights_dtype(params)
     inner_state = inner.init(params)
-    weighting_state = (
-      weighting.init(k, dtype, _shared_shapes(params, shared))
-      if weighting.kind == "coordinate"
-      else weighting.init(k, dtype)
-    )
+    if weighting.kind != "coordinate":
+      weighting_state = weighting.init(k, dtype)
+    elif jax.tree.leaves(params):
+      weighting_state = weighting.init(k, dtype, _shared_shapes(params, shared))
+    else:  # optax.tree.map_params initialises with a leafless placeholder: one leaf stands for
+      # the rule's state (sized by the shared leaves), a field that is not params-shaped
+      weighting_state = jnp.zeros((), dtype)
     if per_task_state:
       inner_state = jax.tree.map(lambda s: jnp.repeat(jnp.asarray(s)[None], k, 0), inner_state)
     return BalanceState(

@@ -45,6 +45,7 @@ from pub_optax.weightings._dualproj import dualproj
 from pub_optax.weightings._dwa import dwa
 from pub_optax.weightings._fairgrad import fairgrad
 from pub_optax.weightings._geometric import geometric_mean
+from pub_optax.weightings._graddrop import graddrop
 from pub_optax.weightings._gradnorm import gradnorm
 from pub_optax.weightings._gradvac import gradvac
 from pub_optax.weightings._imtl import imtl_g
@@ -58,6 +59,7 @@ from pub_optax.weightings._pcgrad import pcgrad
 from pub_optax.weightings._sdmgrad import sdmgrad
 from pub_optax.weightings._simple import equal, ones, rlw
 from pub_optax.weightings._stch import stch
+from pub_optax.weightings._trimmed_mean import trimmed_mean
 from pub_optax.weightings._upgrad import upgrad
 
 
@@ -73,8 +75,9 @@ class MethodInfo(NamedTuple):
     hyper: the method's own hyper-parameters with their defaults.
     row_sparse: whether the method takes :class:`~pub_optax.RowSparse` table
       gradients and gives the dense result (its inner optimizer is coordinate-wise
-      and keeps one state). False for the AdaTask methods (K inner states, refused)
-      and the Clippy methods (per-tensor clipping: not exact on table rows).
+      and keeps one state). False for the AdaTask methods (K inner states, refused),
+      the Clippy methods (per-tensor clipping: not exact on table rows) and the
+      coordinate-wise rules (GradDrop, trimmed mean, ...: refused).
   """
 
   description: str
@@ -242,6 +245,8 @@ _register("imtl_l", _build_imtl_l, "IMTL-L: weights e^s_k, log-scales learned on
 _register("stch", _on_gradients(lambda h: stch(h["mu"], preference=h["preference"], ideal=h["ideal"])), "STCH: weights p∘softmax(p∘(L−z)/μ), the loss-gradient of the smooth Tchebycheff scalarisation", "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024", "loss", {"mu": 1.0, "preference": None, "ideal": None}, needs_losses=True)  # fmt: skip
 _register("pbi", _on_gradients(lambda h: pbi(h["theta"], preference=h["preference"], ideal=h["ideal"])), "PBI: weights p̂ + θ r/‖r‖, the loss-gradient of d1 + θ d2 about a preference ray", "Zhang & Li, MOEA/D: A Multiobjective Evolutionary Algorithm Based on Decomposition, IEEE TEC 2007", "loss", {"theta": 5.0, "preference": None, "ideal": None}, needs_losses=True)  # fmt: skip
 _register("geometric_mean", _on_gradients(geometric_mean()), "Geometric mean (GLS): weights (Π L)^{1/K}/(K L_k), the loss-gradient of (Π L)^{1/K}; positive losses", "Chennupati et al., MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss Strategy for Multi-Task Learning, CVPR Workshops 2019", "loss", needs_losses=True)  # fmt: skip
+_register("graddrop", _on_gradients(lambda h: graddrop(h["leak"], h["seed"])), "GradDrop: per coordinate, keep only the task entries of one sign, positive with probability (1 + Σg/Σ|g|)/2", "Chen et al., Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout, NeurIPS 2020", "gradient", {"leak": 0.0, "seed": 0}, row_sparse=False)  # fmt: skip
+_register("trimmed_mean", _on_gradients(lambda h: trimmed_mean(h["trim_number"])), "Trimmed mean: per coordinate, the mean of the task entries without the t largest and t smallest (K > 2t)", "Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates, ICML 2018", "gradient", {"trim_number": 1}, row_sparse=False)  # fmt: skip
 _register("adatask", _build_adatask, "AdaTask: separate Adam moments per task on shared parameters, summed", _ADATASK, "update", row_sparse=False)  # fmt: skip
 _register("clippy_adam", _on_gradients(ones(), inner=_clippy, exact_on_rows=False), "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs", _CLIPPY, "gradient", _CLIP, row_sparse=False)  # fmt: skip
 

@@ -2,8 +2,8 @@
 
 Each weighting is a :class:`Weighting`; :func:`pub_optax.balance` applies any of
 them to per-task gradients (classic methods) or to per-task updates (PUB).
-Coordinate-kind weightings combine the task vectors coordinate by coordinate and
-return the direction itself.
+Coordinate-kind weightings (:func:`graddrop`, :func:`trimmed_mean`) combine the
+task vectors coordinate by coordinate and return the direction itself.
 """
 
 from pub_optax.weightings._aligned import aligned_mtl, aligned_mtl_weights
@@ -25,6 +25,7 @@ from pub_optax.weightings._dualproj import dualproj, dualproj_weights
 from pub_optax.weightings._dwa import DWAState, dwa
 from pub_optax.weightings._fairgrad import FairGradResult, fairgrad, fairgrad_weights
 from pub_optax.weightings._geometric import geometric_mean, gls
+from pub_optax.weightings._graddrop import GradDropState, graddrop, graddrop_leaf
 from pub_optax.weightings._gradnorm import GradNormState, gradnorm, gradnorm_step
 from pub_optax.weightings._gradvac import (
   GradVacState,
@@ -49,6 +50,7 @@ from pub_optax.weightings._sdmgrad import (
 )
 from pub_optax.weightings._simple import RLWState, equal, ones, rlw
 from pub_optax.weightings._stch import STCHState, stch
+from pub_optax.weightings._trimmed_mean import trimmed_mean, trimmed_mean_leaf
 from pub_optax.weightings._upgrad import upgrad, upgrad_weights
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
   "DBMTLState",
   "DWAState",
   "FairGradResult",
+  "GradDropState",
   "GradNormState",
   "GradVacState",
   "IMTLLState",
@@ -92,6 +95,8 @@ __all__ = [
   "fairgrad_weights",
   "geometric_mean",
   "gls",
+  "graddrop",
+  "graddrop_leaf",
   "gradnorm",
   "gradnorm_step",
   "gradvac",
@@ -121,6 +126,8 @@ __all__ = [
   "stateless",
   "stateless_solver",
   "stch",
+  "trimmed_mean",
+  "trimmed_mean_leaf",
   "upgrad",
   "upgrad_weights",
   "vaccine_coefficient",

@@ -4,7 +4,8 @@ Weightings are discovered: every function exported by ``pub_optax.weightings`` (
 ``pub_optax.uncertainty``, ``pub_optax.famo``) that returns a :class:`Weighting` when
 called without arguments. A new weighting gets every test by being exported; a
 property that is the method's choice (sign, behaviour under ``G → cG``, randomness)
-is read from the tables below, with the common case as default.
+is read from the tables below, with the common case as default. Coordinate-kind rules
+(stacked task vectors in, the direction out) have their own properties at the end.
 """
 
 import functools
@@ -183,3 +184,71 @@ def test_non_finite_gram_gives_nan_weights_and_infinite_residual(name, fast_comp
   assert np.all(np.isnan(np.asarray(w)[:3])), w[:3]
   assert np.all(np.isposinf(np.asarray(r)[:3])), r[:3]
   assert np.all(np.isfinite(np.asarray(w)[3:]))
+
+
+# ----------------------------------------------------------------------------- coordinate kind
+# Rules that take the stacked task vectors (a tuple of shared leaves) and return the direction.
+
+COORDINATE = sorted(n for n, w in FOUND.items() if w.kind == "coordinate")
+_LEAVES = ((3, 2), (4,))
+
+
+def _vectors(seed: int = 0) -> tuple:
+  """K task vectors in two leaves, tasks of very different sizes."""
+  rng = np.random.default_rng(seed)
+  sizes = 10.0 ** rng.uniform(-3, 3, size=(K, 1))
+  return tuple(rng.normal(size=(K, *s)) * sizes.reshape((K,) + (1,) * len(s)) for s in _LEAVES)
+
+
+@functools.cache
+def _combine(name, dtype_name):
+  weighting, dtype = FOUND[name], jnp.dtype(dtype_name)
+  shared = tuple(jax.ShapeDtypeStruct(s, dtype) for s in _LEAVES)
+  return jax.jit(lambda vectors: weighting.weigh(vectors, weighting.init(K, dtype, shared), None))
+
+
+def _combined(name, vectors, dtype=jnp.float32):
+  with jax.enable_x64(dtype == jnp.float64):
+    return _combine(name, jnp.dtype(dtype).name)(tuple(jnp.asarray(v, dtype) for v in vectors))
+
+
+def test_discovery_finds_the_coordinate_rules():
+  assert {"graddrop", "trimmed_mean"} <= set(COORDINATE)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("name", COORDINATE)
+def test_coordinate_direction_is_finite_and_params_shaped_in_the_input_dtype(
+  name, dtype, fast_compiles
+):
+  res = _combined(name, _vectors(), dtype)
+  assert [d.shape for d in res.direction] == list(_LEAVES)
+  assert all(d.dtype == dtype for d in res.direction) and res.weights.dtype == dtype
+  assert res.weights.shape == (K,) and res.residual.dtype == dtype
+  for x in (*res.direction, res.weights, res.residual):
+    assert np.all(np.isfinite(np.asarray(x)))
+
+
+@pytest.mark.parametrize("name", COORDINATE)
+def test_coordinate_permuting_tasks_permutes_weights_and_keeps_the_direction(name, fast_compiles):
+  vectors = _vectors(1)
+  perm = np.random.default_rng(1).permutation(K)
+  res = _combined(name, vectors, jnp.float64)
+  other = _combined(name, tuple(v[perm] for v in vectors), jnp.float64)
+  for a, b in zip(res.direction, other.direction):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-9, atol=1e-9 * np.abs(a).max())
+  np.testing.assert_allclose(np.asarray(other.weights), np.asarray(res.weights)[perm], rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", COORDINATE)
+def test_coordinate_non_finite_vectors_give_nan_and_keep_the_state(name, fast_compiles):
+  weighting = FOUND[name]
+  shared = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in _LEAVES)
+  state = weighting.init(K, jnp.float32, shared)
+  vectors = [jnp.asarray(v, jnp.float32) for v in _vectors()]
+  vectors[1] = vectors[1].at[2, 0].set(jnp.nan)
+  res = jax.jit(weighting.weigh)(tuple(vectors), state, None)
+  assert all(np.all(np.isnan(np.asarray(d))) for d in res.direction)
+  assert np.all(np.isnan(np.asarray(res.weights))) and np.isposinf(float(res.residual))
+  for a, b in zip(jax.tree.leaves(res.state), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
