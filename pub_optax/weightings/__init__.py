@@ -38,6 +38,7 @@ from pub_optax.weightings._imtl_hybrid import IMTLState, imtl, imtl_weights
 from pub_optax.weightings._imtl_l import IMTLLState, imtl_l
 from pub_optax.weightings._krum import krum, krum_scores, krum_weights
 from pub_optax.weightings._mgda import MGDAResult, mgda, mgda_weights
+from pub_optax.weightings._modo import modo, simplex_step
 from pub_optax.weightings._nash import NashResult, nash, nash_weights
 from pub_optax.weightings._pbi import PBIState, pbi
 from pub_optax.weightings._pcgrad import pcgrad, pcgrad_weights, random_orders
@@ -111,6 +112,7 @@ __all__ = [
   "krum_weights",
   "mgda",
   "mgda_weights",
+  "modo",
   "nash",
   "nash_weights",
   "nonneg_qp",
@@ -123,6 +125,7 @@ __all__ = [
   "rlw",
   "sdmgrad",
   "sdmgrad_weights",
+  "simplex_step",
   "stateless",
   "stateless_solver",
   "stch",
