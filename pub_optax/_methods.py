@@ -53,6 +53,7 @@ from pub_optax.weightings._imtl_hybrid import imtl
 from pub_optax.weightings._imtl_l import imtl_l
 from pub_optax.weightings._krum import krum
 from pub_optax.weightings._mgda import mgda
+from pub_optax.weightings._moco import moco
 from pub_optax.weightings._modo import modo
 from pub_optax.weightings._nash import nash
 from pub_optax.weightings._pbi import pbi
@@ -249,6 +250,7 @@ _register("geometric_mean", _on_gradients(geometric_mean()), "Geometric mean (GL
 _register("graddrop", _on_gradients(lambda h: graddrop(h["leak"], h["seed"])), "GradDrop: per coordinate, keep only the task entries of one sign, positive with probability (1 + Σg/Σ|g|)/2", "Chen et al., Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout, NeurIPS 2020", "gradient", {"leak": 0.0, "seed": 0}, row_sparse=False)  # fmt: skip
 _register("trimmed_mean", _on_gradients(lambda h: trimmed_mean(h["trim_number"])), "Trimmed mean: per coordinate, the mean of the task entries without the t largest and t smallest (K > 2t)", "Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates, ICML 2018", "gradient", {"trim_number": 1}, row_sparse=False)  # fmt: skip
 _register("modo", _on_gradients(lambda h: modo(h["gamma"], h["rho"])), "MoDo: one projected gradient step per iteration on the min-norm weights, λ ← Π(λ − γ(Gλ + ρλ))", "Chen, Fernando, Ying & Chen, Three-Way Trade-Off in Multi-Objective Learning: Optimization, Generalization and Conflict-Avoidance, NeurIPS 2023", "gradient", {**_REFRESH, "gamma": 1e-3, "rho": 0.1})  # fmt: skip
+_register("moco", _on_gradients(lambda h: moco(h["beta"], h["beta_sigma"], h["gamma"], h["gamma_sigma"], h["rho"])), "MoCo: tracked task gradients y_k, weights by one projected step on Π(λ − γ(YYᵀ + ρI)λ), direction Σ λ_k y_k", "Fernando et al., Mitigating Gradient Bias in Multi-objective Learning: A Provably Convergent Approach, ICLR 2023", "gradient", {"beta": 0.5, "beta_sigma": 0.5, "gamma": 0.1, "gamma_sigma": 0.5, "rho": 0.0}, row_sparse=False)  # fmt: skip
 _register("adatask", _build_adatask, "AdaTask: separate Adam moments per task on shared parameters, summed", _ADATASK, "update", row_sparse=False)  # fmt: skip
 _register("clippy_adam", _on_gradients(ones(), inner=_clippy, exact_on_rows=False), "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs", _CLIPPY, "gradient", _CLIP, row_sparse=False)  # fmt: skip
 

@@ -2,8 +2,9 @@
 
 Each weighting is a :class:`Weighting`; :func:`pub_optax.balance` applies any of
 them to per-task gradients (classic methods) or to per-task updates (PUB).
-Coordinate-kind weightings (:func:`graddrop`, :func:`trimmed_mean`) combine the
-task vectors coordinate by coordinate and return the direction itself.
+Coordinate-kind weightings (:func:`graddrop`, :func:`trimmed_mean`, :func:`moco`)
+combine the task vectors coordinate by coordinate, or keep per-coordinate state,
+and return the direction itself.
 """
 
 from pub_optax.weightings._aligned import aligned_mtl, aligned_mtl_weights
@@ -38,6 +39,7 @@ from pub_optax.weightings._imtl_hybrid import IMTLState, imtl, imtl_weights
 from pub_optax.weightings._imtl_l import IMTLLState, imtl_l
 from pub_optax.weightings._krum import krum, krum_scores, krum_weights
 from pub_optax.weightings._mgda import MGDAResult, mgda, mgda_weights
+from pub_optax.weightings._moco import MoCoState, moco
 from pub_optax.weightings._modo import modo, simplex_step
 from pub_optax.weightings._nash import NashResult, nash, nash_weights
 from pub_optax.weightings._pbi import PBIState, pbi
@@ -68,6 +70,7 @@ __all__ = [
   "IMTLState",
   "Kind",
   "MGDAResult",
+  "MoCoState",
   "NashResult",
   "PBIState",
   "QPResult",
@@ -112,6 +115,7 @@ __all__ = [
   "krum_weights",
   "mgda",
   "mgda_weights",
+  "moco",
   "modo",
   "nash",
   "nash_weights",
