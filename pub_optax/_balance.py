@@ -432,10 +432,12 @@ def scale_by_balance(
   combination ``rule(v_1, …, v_K)``. At gradient level that combined gradient feeds the
   inner optimizer; at update level the combined look-aheads move the shared leaves and
   the inner state advances with the same rule applied to the gradients (from the same
-  incoming rule state, so a random rule draws the same numbers for both). Such a rule
-  runs at every step (``refresh_every=1``, ``scaling="raw"``, ``lookahead="full"``,
-  ``commit="scaled"``; others are refused) and does not take row-sparse table
-  gradients. :attr:`BalanceState.weights` then holds what the rule reports (see
+  incoming rule state, so a random rule draws the same numbers for both; a state kept in
+  the vectors' units, such as MoCo's tracked vectors or ExcessMTL's accumulated squares,
+  then follows the look-aheads, and the committed rule meets the gradients with it).
+  Such a rule runs at every step (``refresh_every=1``, ``scaling="raw"``,
+  ``lookahead="full"``, ``commit="scaled"``; others are refused) and does not take
+  row-sparse table gradients. :attr:`BalanceState.weights` then holds what the rule reports (see
   :class:`~pub_optax.weightings.CoordinateResult`), and the cosines are those of the
   task vectors it combined.
 

@@ -2,9 +2,9 @@
 
 Each weighting is a :class:`Weighting`; :func:`pub_optax.balance` applies any of
 them to per-task gradients (classic methods) or to per-task updates (PUB).
-Coordinate-kind weightings (:func:`graddrop`, :func:`trimmed_mean`, :func:`moco`)
-combine the task vectors coordinate by coordinate, or keep per-coordinate state,
-and return the direction itself.
+Coordinate-kind weightings (:func:`graddrop`, :func:`trimmed_mean`, :func:`moco`,
+:func:`excess_mtl`) combine the task vectors coordinate by coordinate, or keep
+per-coordinate state, and return the direction itself.
 """
 
 from pub_optax.weightings._aligned import aligned_mtl, aligned_mtl_weights
@@ -24,6 +24,7 @@ from pub_optax.weightings._cr_mogm import CRMOGMState, cr_mogm, cr_mogm_update
 from pub_optax.weightings._db_mtl import DBMTLState, db_mtl, db_mtl_weights
 from pub_optax.weightings._dualproj import dualproj, dualproj_weights
 from pub_optax.weightings._dwa import DWAState, dwa
+from pub_optax.weightings._excess_mtl import ExcessMTLState, excess_mtl
 from pub_optax.weightings._fairgrad import FairGradResult, fairgrad, fairgrad_weights
 from pub_optax.weightings._geometric import geometric_mean, gls
 from pub_optax.weightings._graddrop import GradDropState, graddrop, graddrop_leaf
@@ -62,6 +63,7 @@ __all__ = [
   "CoordinateResult",
   "DBMTLState",
   "DWAState",
+  "ExcessMTLState",
   "FairGradResult",
   "GradDropState",
   "GradNormState",
@@ -95,6 +97,7 @@ __all__ = [
   "dualproj_weights",
   "dwa",
   "equal",
+  "excess_mtl",
   "fairgrad",
   "fairgrad_weights",
   "geometric_mean",
