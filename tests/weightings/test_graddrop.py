@@ -7,6 +7,9 @@ import pytest
 
 from pub_optax.weightings import graddrop, graddrop_leaf
 
+# Compilation is most of these tests' time; they do not depend on optimised code.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 K = 4
 _RNG = np.random.default_rng(0)
 # Two leaves; some columns where every task agrees in sign, and an all-zero column.
@@ -55,7 +58,9 @@ def test_mask_and_output_match_the_paper_on_the_same_uniform_draws(leak, x64):
 
 
 def test_every_coordinate_keeps_a_single_sign_and_agreeing_ones_keep_all():
-  res = graddrop(seed=1).weigh(tuple(jnp.asarray(v, jnp.float32) for v in VECTORS), graddrop(seed=1).init(K, jnp.float32, ()), None)  # fmt: skip
+  w = graddrop(seed=1)
+  vectors = tuple(jnp.asarray(v, jnp.float32) for v in VECTORS)
+  res = jax.jit(w.weigh)(vectors, w.init(K, jnp.float32, ()), None)
   for g, out in zip(VECTORS, res.direction):
     positive, negative = np.where(g > 0, g, 0).sum(0), np.where(g < 0, g, 0).sum(0)
     out = np.asarray(out, np.float64)
@@ -70,7 +75,7 @@ def test_the_positive_entries_survive_with_probability_p():
   # entries estimates P = (1 + Σg / Σ|g|) / 2 (binomial standard error below 0.004).
   g = np.array([3.0, -1.0, 0.5, -0.5])  # P = 0.5 (1 + 2 / 5) = 0.7
   n = 20_000
-  out, _ = graddrop_leaf(
+  out, _ = jax.jit(graddrop_leaf)(
     jnp.asarray(np.repeat(g[:, None], n, 1), jnp.float32),
     jax.random.uniform(jax.random.PRNGKey(0), (n,)),
     jnp.zeros(K),
@@ -82,11 +87,12 @@ def test_the_positive_entries_survive_with_probability_p():
 
 def test_a_purity_function_and_full_leak():
   v = (jnp.asarray(B, jnp.float32),)
-  ones = graddrop(leak=1.0).weigh(v, graddrop(leak=1.0).init(K, jnp.float32, ()), None)
+  full_leak = graddrop(leak=1.0)
+  ones = jax.jit(full_leak.weigh)(v, full_leak.init(K, jnp.float32, ()), None)
   np.testing.assert_allclose(np.asarray(ones.direction[0]), B.sum(0), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(ones.weights), 1.0)
   always_positive = graddrop(purity_fn=lambda p: jnp.ones_like(p))  # f ≡ 1 > U: keep positives
-  res = always_positive.weigh(v, always_positive.init(K, jnp.float32, ()), None)
+  res = jax.jit(always_positive.weigh)(v, always_positive.init(K, jnp.float32, ()), None)
   np.testing.assert_allclose(np.asarray(res.direction[0]), np.where(B > 0, B, 0).sum(0), rtol=1e-5)
 
 

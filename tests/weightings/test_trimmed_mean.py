@@ -9,6 +9,9 @@ import pytest
 import pub_optax
 from pub_optax.weightings import trimmed_mean
 
+# Compilation is most of these tests' time; they do not depend on optimised code.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 _RNG = np.random.default_rng(0)
 VECTORS = (_RNG.normal(size=(5, 3, 4)), _RNG.normal(size=(5, 6)))
 
@@ -37,7 +40,7 @@ def test_one_corrupted_task_stays_inside_the_others_range():
   for corrupt in (1e6, -1e6):
     g = np.concatenate([honest[:1], np.full((1, 50), corrupt), honest[1:]])
     w = trimmed_mean(1)
-    res = w.weigh((jnp.asarray(g, jnp.float32),), w.init(4, jnp.float32, ()), None)
+    res = jax.jit(w.weigh)((jnp.asarray(g, jnp.float32),), w.init(4, jnp.float32, ()), None)
     out = np.asarray(res.direction[0])
     assert np.all(out >= honest.min(0) - 1e-6) and np.all(out <= honest.max(0) + 1e-6)
     assert float(res.weights[1]) == 0.0  # the corrupted task is never averaged
@@ -46,7 +49,7 @@ def test_one_corrupted_task_stays_inside_the_others_range():
 def test_three_tasks_and_one_trim_is_the_median():
   g = jnp.asarray(VECTORS[1][:3], jnp.float32)
   w = trimmed_mean(1)
-  res = w.weigh((g,), w.init(3, jnp.float32, ()), None)
+  res = jax.jit(w.weigh)((g,), w.init(3, jnp.float32, ()), None)
   np.testing.assert_allclose(np.asarray(res.direction[0]), np.median(VECTORS[1][:3], 0), rtol=1e-6)
 
 
