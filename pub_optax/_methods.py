@@ -58,6 +58,7 @@ from pub_optax.weightings._moco import moco
 from pub_optax.weightings._modo import modo
 from pub_optax.weightings._nash import nash
 from pub_optax.weightings._pbi import pbi
+from pub_optax.weightings._pcd import pcd
 from pub_optax.weightings._pcgrad import pcgrad
 from pub_optax.weightings._sdmgrad import sdmgrad
 from pub_optax.weightings._simple import equal, ones, rlw
@@ -253,6 +254,7 @@ _register("trimmed_mean", _on_gradients(lambda h: trimmed_mean(h["trim_number"])
 _register("modo", _on_gradients(lambda h: modo(h["gamma"], h["rho"])), "MoDo: one projected gradient step per iteration on the min-norm weights, λ ← Π(λ − γ(Gλ + ρλ))", "Chen, Fernando, Ying & Chen, Three-Way Trade-Off in Multi-Objective Learning: Optimization, Generalization and Conflict-Avoidance, NeurIPS 2023", "gradient", {**_REFRESH, "gamma": 1e-3, "rho": 0.1})  # fmt: skip
 _register("moco", _on_gradients(lambda h: moco(h["beta"], h["beta_sigma"], h["gamma"], h["gamma_sigma"], h["rho"])), "MoCo: tracked task gradients y_k, weights by one projected step on Π(λ − γ(YYᵀ + ρI)λ), direction Σ λ_k y_k", "Fernando et al., Mitigating Gradient Bias in Multi-objective Learning: A Provably Convergent Approach, ICLR 2023", "gradient", {"beta": 0.5, "beta_sigma": 0.5, "gamma": 0.1, "gamma_sigma": 0.5, "rho": 0.0}, row_sparse=False)  # fmt: skip
 _register("excess_mtl", _on_gradients(lambda h: excess_mtl(h["robust_step_size"])), "ExcessMTL: weights raised multiplicatively by each task's excess-risk estimate (AdaGrad-preconditioned)", "He et al., Robust Multi-Task Learning with Excess Risks, ICML 2024", "gradient", {"robust_step_size": 1e-2}, row_sparse=False)  # fmt: skip
+_register("pcd", _on_gradients(lambda h: pcd(h["tau"], h["beta"])), "PCD: the first task's gradient, changed least so that every other task gets a fraction τ of its normalised progress", "Varam & AlHajri, Not All Objectives Are Born Equal: Priority-Constrained Descent for Hierarchical Multi-Objective Optimization, TMLR 2026", "gradient", {**_REFRESH, "tau": 0.02, "beta": 0.999})  # fmt: skip
 _register("adatask", _build_adatask, "AdaTask: separate Adam moments per task on shared parameters, summed", _ADATASK, "update", row_sparse=False)  # fmt: skip
 _register("clippy_adam", _on_gradients(ones(), inner=_clippy, exact_on_rows=False), "Clippy-Adam on the summed gradient: per-tensor update clipping |Δw| ≤ λ_rel|w| + λ_abs", _CLIPPY, "gradient", _CLIP, row_sparse=False)  # fmt: skip
 

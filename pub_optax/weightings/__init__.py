@@ -44,6 +44,7 @@ from pub_optax.weightings._moco import MoCoState, moco
 from pub_optax.weightings._modo import modo, simplex_step
 from pub_optax.weightings._nash import NashResult, nash, nash_weights
 from pub_optax.weightings._pbi import PBIState, pbi
+from pub_optax.weightings._pcd import PCDResult, PCDState, pcd, pcd_weights
 from pub_optax.weightings._pcgrad import pcgrad, pcgrad_weights, random_orders
 from pub_optax.weightings._qp import QPResult, nonneg_qp
 from pub_optax.weightings._sdmgrad import (
@@ -75,6 +76,8 @@ __all__ = [
   "MoCoState",
   "NashResult",
   "PBIState",
+  "PCDResult",
+  "PCDState",
   "QPResult",
   "RLWState",
   "SDMGradResult",
@@ -125,6 +128,8 @@ __all__ = [
   "nonneg_qp",
   "ones",
   "pbi",
+  "pcd",
+  "pcd_weights",
   "pcgrad",
   "pcgrad_weights",
   "project_to_simplex",
