@@ -48,7 +48,7 @@ def test_stationarity_on_1000_random_grams_float64(x64):
     w = np.asarray(res.weights)
     assert np.all(np.isfinite(w)) and np.all(w > 0)
     residuals = [_relative_residual(g, wi) for g, wi in zip(grams, w)]
-    assert max(residuals) <= 1e-5, (k, max(residuals))
+    assert max(residuals) <= 1e-5, (k, max(residuals))  # measured <= 2.4e-14
     assert np.all(np.asarray(res.exact)), k
     assert np.all(np.asarray(res.residual) <= 1e-5)
     total += len(grams)
@@ -63,6 +63,7 @@ def test_float32_all_sizes_converge():
     res = nash_weights(jnp.asarray(g))
     assert res.weights.dtype == jnp.float32
     w = np.asarray(res.weights, np.float64)
+    # measured <= 3.6e-6; the bound is the solver's float32 exactness bar 8·sqrt(eps) = 2.8e-3
     assert _relative_residual(g.astype(np.float64), w) < 2e-3, k
     assert bool(res.exact)
 
@@ -175,7 +176,8 @@ def test_cancelling_rank_one_at_k64_stays_finite(x64, dtype):
 def test_warm_start_of_any_size_gives_the_cold_answer(size):
   g = jnp.diag(jnp.array([1.0, 4.0, 16.0]))
   res = nash_weights(g, init=jnp.full(3, size, jnp.float32))
-  np.testing.assert_allclose(res.weights, [1.0, 0.5, 0.25], rtol=1e-6)
+  # measured 6.0e-7: the default ridge 10·eps shifts α by ridge/2 = 6e-7 relative
+  np.testing.assert_allclose(res.weights, [1.0, 0.5, 0.25], rtol=1e-5)
   assert bool(res.exact)
 
 
@@ -217,6 +219,7 @@ def test_weighting_warm_starts_from_its_state():
   np.testing.assert_array_equal(state, np.zeros(3))
   g = jnp.diag(jnp.array([1.0, 4.0, 16.0]))
   res = w.weigh(g, state, None)
-  np.testing.assert_allclose(res.weights, [1.0, 0.5, 0.25], rtol=1e-6)
+  # measured 5.4e-7: the default ridge 10·eps shifts α by ridge/2 = 6e-7 relative
+  np.testing.assert_allclose(res.weights, [1.0, 0.5, 0.25], rtol=1e-5)
   np.testing.assert_array_equal(res.state, res.weights)
-  assert float(res.residual) < 1e-5
+  assert float(res.residual) < 1e-4  # measured 1.1e-6 (float32 rounding)

@@ -165,7 +165,8 @@ def result():
 
 
 def test_sharded_training_matches_one_device(result):
-  assert result["max_param_move"] > 1e-2, result  # the 20 steps really trained
+  # the 20 steps really trained: measured 0.021, from 0 when untrained
+  assert result["max_param_move"] > 2e-3, result
   assert result["max_norm_rel_diff"] <= RTOL, result
   assert result["max_rel_diff"] <= ELEMENT_RTOL, result
   assert result["weights_sharded"] == pytest.approx(result["weights_single"], rel=RTOL)

@@ -18,9 +18,10 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 TINY = dict(embed_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(4,), dropout=0.2)
 BATCH = 32
-# float32: the vmapped program may round differently from the unvmapped one.
-PARAM_TOL = 1e-5
-AUC_TOL = 1e-6
+# float32: the vmapped program may round differently from the unvmapped one. Measured after
+# 8 steps: 4.1e-6 on the parameters; the member of the other rate is 0.23 away, one Adam step 3e-2.
+PARAM_TOL = 5e-5
+AUC_TOL = 1e-6  # measured 0: the validation AUCs came out equal
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_member_matches_trainer_step_for_step(splits):
   ordinary, before_norm = _split_differences(swept, params)
   print(f"max |sweep - Trainer| after 8 steps: {ordinary:.3g} ({before_norm:.3g} before BatchNorm)")
   assert ordinary <= PARAM_TOL
-  assert before_norm <= 8 * 3e-2
+  assert before_norm <= 8 * 3e-2  # at most one learning rate per Adam step; measured 0.041
   np.testing.assert_allclose(state.weights[member], weights, atol=PARAM_TOL)
   # the other rate of the same seed went elsewhere
   assert _max_difference(jax.tree.map(lambda leaf: leaf[member - 1], state.params), params) > 1e-3
@@ -103,8 +104,9 @@ def test_validation_and_test_auc_match_run(splits):
   print(f"max |sweep - run| over validation mean AUC: {np.max(np.abs(np.subtract(swept, looped)))}")
   np.testing.assert_allclose(swept, looped, atol=AUC_TOL)
   assert member["best_epoch"] == reference["best_epoch"]
-  # Test mean AUC on 96 rows differs by 0.0053 (measured): the parameters agree to float32
-  # rounding, amplified by Adam on the biases that feed a BatchNorm; bound 0.02.
+  # Test mean AUC on 96 rows (one positive per task: 1/190 per swapped pair) differs by 0.0053
+  # to 0.0079 (measured): the parameters agree to float32 rounding, amplified by Adam on the
+  # biases that feed a BatchNorm. The member of the other rate is 0.047 away: bound 0.02.
   np.testing.assert_allclose(member["test"]["mean_auc"], reference["test"]["mean_auc"], atol=0.02)
 
 
