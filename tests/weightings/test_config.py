@@ -26,7 +26,9 @@ def reference_config(vectors: np.ndarray, pref=None) -> np.ndarray:
   return np.sum(vectors @ unit) * unit
 
 
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-4), (jnp.float64, 1e-10)])
+# float32 solves on the Gram matrix err by about cond(unit vectors)²·eps: 2.0e-4 for the worst
+# random matrix of the batch (cond 58), measured 1.7e-4 (of max|ref|); bound 10x that.
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-3), (jnp.float64, 1e-10)])
 def test_matches_the_published_formula_on_explicit_vectors(dtype, tol):
   with jax.enable_x64(dtype == jnp.float64):
     w = weights_of(_weights, BATCH.grams, dtype)

@@ -173,7 +173,9 @@ def test_jit_and_vmap_agree_with_one_eager_call(name, fast_compiles):
   weighting = FOUND[name]
   for i in (2, 9):
     eager, _ = _weigh(weighting, jnp.asarray(xs[i], jnp.float32), K)
-    np.testing.assert_allclose(np.asarray(eager), np.asarray(w[i]), rtol=1e-5, atol=1e-6)
+    # measured <= 1.3e-6 abs, 1.2e-5 rel (ConFIG: float32 Gram solve, error ~cond²·eps), every
+    # other weighting <= 2.4e-7; a batching mistake is off by O(1)
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(w[i]), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ALL)

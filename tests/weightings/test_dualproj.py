@@ -65,9 +65,8 @@ def test_matches_cvxpy_projection_in_parameter_space(x64):
       continue
     unit = j / np.sqrt(np.max(np.sum(j * j, axis=1)))
     ref = reference_dualproj(unit)
-    np.testing.assert_allclose(
-      unit.T @ wi, ref, atol=1e-5 * max(np.abs(ref).max(), 1.0)
-    )  # Clarabel's accuracy
+    # Clarabel's accuracy: measured 1.6e-6; a ridge of 1e-4 on G moves the direction by 2.4e-2
+    np.testing.assert_allclose(unit.T @ wi, ref, atol=1e-4 * max(np.abs(ref).max(), 1.0))
 
 
 def test_permutation_equivariant(x64):
@@ -77,6 +76,7 @@ def test_permutation_equivariant(x64):
 def test_torchjd_example_and_non_conflicting_mean_is_kept(x64):
   # TorchJD's docstring: DualProj()(J) = [0.5563, 1.1109, 1.1109] (reg_eps = 1e-4).
   w, _ = dualproj_weights(jnp.asarray(EXAMPLE_GRAM), reg_eps=1e-4)
+  # Published to 4 decimals (±5e-5): measured 2.1e-5; without the ridge the values move 7.4e-4.
   np.testing.assert_allclose(EXAMPLE_J.T @ np.asarray(w), [0.5563, 1.1109, 1.1109], atol=1e-4)
   # Exact (reg_eps = 0): the projection zeroes the conflict with task 1 (the mean conflicts
   # with it): (Gw)_1 = 0 and w_2 = 1/2.

