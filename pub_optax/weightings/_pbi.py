@@ -47,7 +47,9 @@ def pbi(
   the ``θ`` term pulls the losses back onto the preference ray. The weights can be
   negative (a task ahead of the ray is pushed back). As in TorchJD, ``d2`` is computed as
   ``sqrt(‖r‖² + eps)`` so that the gradient stays finite on the ray (``r = 0``: weights
-  ``p̂``).
+  ``p̂``); a residual ``‖r‖`` within the rounding of ``u`` (``8 K ε_mach ‖u‖``) counts as
+  ``r = 0``, so losses on the ray in float32 get ``p̂`` rather than ``θ`` times a unit
+  vector of rounding noise.
 
   Args:
     theta: penalty ``θ ≥ 0`` on ``d2`` (MOEA/D's experiments: 5; 0 gives the plain
@@ -96,6 +98,10 @@ def pbi(
     losses = _losses(task_losses, "pbi", p_hat.shape[0], p_hat.dtype)
     u = losses - state.ideal
     r = u - jnp.dot(u, p_hat) * p_hat
+    # r is computed from u with an error of a few ulps of ‖u‖ per task: a residual within
+    # that rounding is the ray itself (r = 0), not a direction to push the losses along.
+    noise = 8 * p_hat.shape[0] * jnp.finfo(u.dtype).eps * jnp.sqrt(jnp.dot(u, u))
+    r = jnp.where(jnp.sqrt(jnp.dot(r, r)) > noise, r, 0.0)
     d2 = jnp.sqrt(jnp.dot(r, r) + eps)
     weights = p_hat + theta * r / d2
     return WeightingResult(weights, state, d2)

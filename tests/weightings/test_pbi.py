@@ -54,6 +54,15 @@ def test_on_the_ray_the_weights_are_the_direction_and_finite():
   assert float(res.residual) < 1e-5  # 0 on the ray; measured 1.0e-6 (float32 rounding)
 
 
+@pytest.mark.parametrize("scale", [15.0916, -15.0916, 3.3, 1e4])
+def test_losses_on_the_ray_in_float32_give_the_direction_not_rounding_noise(scale):
+  # Without the rounding threshold, (-15.0916, -15.0916) gave weights (-2.13, -2.13):
+  # θ times a unit vector of float32 rounding noise along p̂.
+  w = pbi(5.0)
+  res = jax.jit(w.weigh)(jnp.full((2,), scale, jnp.float32), w.init(2, jnp.float32))
+  np.testing.assert_allclose(np.asarray(res.weights), 1 / np.sqrt(2), rtol=1e-6)
+
+
 def test_state_is_unchanged_across_steps_and_jit():
   w = pbi(ideal=[-1.0, -2.0])
   state = w.init(2, jnp.float32)
