@@ -169,6 +169,21 @@ def fashion_run(splits, method, lr, seed, args) -> dict:
 # ----------------------------------------------------------------------------- protocol
 
 
+def methods_for(model: str, methods: list[str]) -> list[str]:
+  """The methods that can train ``model``: the single-task baseline shares no parameter, so the
+  methods that balance shared parameters are left out of its rows (with a note on stderr), and
+  it runs ``equal`` (one model per task trained on its own loss) and the loss-level methods."""
+  if model != "single_task":
+    return methods
+  from pub_optax.ranking.cli import balances_shared_parameters
+
+  kept = [m for m in methods if not balances_shared_parameters(m)]
+  dropped = [m for m in methods if m not in kept]
+  if dropped:
+    print(f"note: single_task shares no parameter; not run with {dropped}", file=sys.stderr)
+  return kept
+
+
 def study(setting, models, methods, num_tasks, run_fn, args, store, seeds) -> list[dict]:
   """Tune on seed 0 over the grid, then the remaining seeds at the tuned rate, plus the K× control."""
   records = []
@@ -207,7 +222,7 @@ def study(setting, models, methods, num_tasks, run_fn, args, store, seeds) -> li
 
   for model in models:
     tuned = {}
-    for method in methods:
+    for method in methods_for(model, methods):
       done = {lr: get(model, method, method, lr, 0, "tune") for lr in args.lr_grid}
       vals = {lr: r["val"] for lr, r in done.items() if r is not None}
       if len(vals) < len(args.lr_grid):  # --no-run and the tuning is incomplete
@@ -429,7 +444,12 @@ def main(argv=None) -> int:
   )
   p.add_argument("--data-seed", type=int, default=0)
   p.add_argument("--val-fraction", type=float, default=0.1)
-  p.add_argument("--models", default="mmoe,ple,shared_bottom")
+  p.add_argument(
+    "--models",
+    default="mmoe,ple,shared_bottom",
+    help="comma-separated names from pub_optax.ranking.models.MODEL_NAMES (single_task: the "
+    "one-model-per-task baseline, run with the methods that need no shared parameter)",
+  )
   p.add_argument("--methods", default=",".join(RANKING_METHODS))
   p.add_argument("--seeds", type=int, default=5)
   p.add_argument("--epochs", type=int, default=2)
@@ -491,7 +511,6 @@ def main(argv=None) -> int:
     )
   if args.quick and os.path.exists(args.runs) and args.json is None:
     os.remove(args.runs)
-  _enable_compile_cache(args.cache)
 
   from pub_optax._methods import METHODS
   from pub_optax.ranking.cli import load_data
@@ -501,6 +520,12 @@ def main(argv=None) -> int:
   if unknown:
     p.error(f"unknown method(s) {unknown}")
   models = [m.strip() for m in args.models.split(",") if m.strip()]
+  from pub_optax.ranking.models import MODEL_NAMES
+
+  unknown_models = [m for m in models if m not in MODEL_NAMES]
+  if unknown_models or not models:
+    p.error(f"unknown or no model(s) {unknown_models}; valid: {', '.join(MODEL_NAMES)}")
+  _enable_compile_cache(args.cache)
   store = load_runs(args.runs)
   t0 = time.time()
   records = []
