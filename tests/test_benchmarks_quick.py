@@ -187,3 +187,32 @@ def test_ranking_runs_unchanged_on_aliexpress_csv_files(tmp_path):
   assert set(rows) == {"equal", "pub_rms"}
   for row in rows.values():
     assert row["setting"] == setting and 0.0 <= row["mean"] <= 1.0
+
+
+def test_sweep_quick(tmp_path):
+  result = _run("sweep", tmp_path)
+  cfg = result["config"]
+  assert [(r["method"], r["members"]) for r in result["rows"]] == [
+    (method, n_seeds * n_rates) for _, n_seeds, n_rates in cfg["grids"] for method in cfg["methods"]
+  ]
+  assert max(r["members"] for r in result["rows"]) <= 4
+  for row in result["rows"]:
+    _positive(
+      row,
+      [
+        "engine_member_rows_per_s",
+        "trainer_rows_per_s",
+        "ratio",
+        "ratio_with_eval",
+        "engine_first_epoch_s",
+        "trainer_first_epoch_s",
+      ],
+    )
+    for side in ("engine", "trainer"):
+      assert len(row["samples"][side]) == row["rounds"] >= 1
+  assert [r["method"] for r in result["end_to_end"]] == list(cfg["e2e_methods"])
+  for row in result["end_to_end"]:
+    _positive(row, ["engine_s", "trainer_s", "ratio"])
+    assert row["same_best_epoch"] <= row["members"]
+  assert set(result["summary"]) >= {"aim", "ratio_at_largest", "aim_met", "end_to_end_ratio"}
+  assert result["machine"]["load_average_1min"]["samples"]
