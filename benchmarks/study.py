@@ -645,9 +645,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
   args = _parser().parse_args(argv)
-  command = "python benchmarks/study.py " + " ".join(
-    a if " " not in a else repr(a) for a in (sys.argv[1:] if argv is None else argv)
-  )
+  argv_list = list(sys.argv[1:] if argv is None else argv)
+  shown = []  # the command without the report's prose (--note, --reading)
+  for i, a in enumerate(argv_list):
+    if a in ("--note", "--reading") or (i and argv_list[i - 1] in ("--note", "--reading")):
+      continue
+    if a.startswith(("--note=", "--reading=")):
+      continue
+    shown.append(a if " " not in a else repr(a))
+  command = "python benchmarks/study.py " + " ".join(shown)
   load_start = os.getloadavg()
   model_kwargs = None
   if args.quick:
