@@ -24,10 +24,11 @@ Two contrast settings at M = 16 show what the ratio depends on: the same model w
 capped at 1,000 ids, and a tiny MMoE (width 4, 2 experts of width 8, towers (4,)) on tables of
 at most 1,000 ids with batch 64.
 
-Before any timing, one epoch of a tiny ``run`` compiles once, so the first grid's compile times
-do not carry the process's one-time start-up of the compiler. Steady state: the first epoch of
-each side is timed on its own (compilation plus one epoch) and not counted; then ``rounds``
-interleaved rounds (the order alternating), each one whole epoch of
+Compilation: each side's train and evaluation programs are compiled ahead of time
+(``jit(...).lower(...).compile()``, timed; the engine's epoch program for its M members, the
+trainer's one step that its M runs share); one epoch of a tiny ``run`` before any timing takes the
+process's one-time start-up of the compiler out of the first grid's figures. Steady state: the
+first epoch of each side is timed on its own and not counted; then ``rounds`` interleaved rounds (the order alternating), each one whole epoch of
 all M members on each side, training and validation timed apart. Per round the ratio
 ``trainer seconds ÷ engine seconds`` is the engine's member-rows per second over the trainer's
 rows per second (M members × rows per epoch, against M runs in a row); reported are medians over
@@ -67,8 +68,11 @@ except ImportError:  # python benchmarks/sweep.py
 from pub_optax.ranking import experiment
 from pub_optax.ranking.cli import model_kwargs
 from pub_optax.ranking.data import generate_splits
+from pub_optax.ranking.data.batching import iterate_batches, pad_batch
 from pub_optax.ranking.experiment import RunConfig, run
 from pub_optax.ranking.sweep import SweepEngine, sweep
+from pub_optax.ranking.sweep import _padded_eval_batches as padded_eval_batches
+from pub_optax.ranking.train import train_batches
 
 AIM = 10.0  # engine rows/s per member ÷ trainer rows/s at the largest grid
 RATES = (3e-4, 1e-3, 3e-3, 1e-2)
@@ -168,6 +172,13 @@ def base_config(method: str, setting: dict) -> RunConfig:
   )
 
 
+def _compile_s(jitted, *args) -> float:
+  """Seconds to lower and compile ``jitted`` for ``args``; its later calls reuse the program."""
+  start = time.perf_counter()
+  jitted.lower(*args).compile()
+  return time.perf_counter() - start
+
+
 def _timed(fn, *args):
   start = time.perf_counter()
   out = jax.block_until_ready(fn(*args))
@@ -181,6 +192,16 @@ class EngineSide:
     self.splits = splits
     self.engine = SweepEngine(config, splits["train"], seeds, rates)
     self.state = self.engine.init()
+
+  def compile(self) -> dict:
+    """Seconds to compile the epoch program and the evaluation program (ahead of time)."""
+    engine, state = self.engine, self.state
+    batches = engine.epoch_batches(self.splits["train"], 0)
+    eval_batches = padded_eval_batches(self.splits["val"], engine.config.batch_size)
+    return dict(
+      train_s=_compile_s(engine.train_epoch_program, state, batches, engine.member_seed_index),
+      eval_s=_compile_s(engine.predict_program, state.params, state.rest, eval_batches),
+    )
 
   def epoch(self, epoch: int) -> dict:
     engine, train = self.engine, self.splits["train"]
@@ -211,6 +232,18 @@ class TrainerSide:
           params=trainer.params, rest=trainer.rest, opt_state=trainer.tx.init(trainer.params)
         )
         self.members.append([trainer, member, current, dict(epoch=0, steps=0, log=[])])
+
+  def compile(self) -> dict:
+    """Seconds to compile the train step and the evaluation step that every member shares."""
+    trainer, config, current, _ = self.members[0]
+    batch = next(iter(train_batches(self.splits["train"], config.batch_size, 0, 0)))
+    eval_batch = next(iterate_batches(self.splits["val"], config.batch_size, shuffle=False))
+    eval_batch = pad_batch(eval_batch, config.batch_size)[0]
+    args = current["params"], current["rest"]
+    return dict(
+      train_s=_compile_s(trainer.train_step, *args, current["opt_state"], batch),
+      eval_s=_compile_s(trainer.eval_step, *args, eval_batch),
+    )
 
   def epoch(self, epoch: int) -> dict:
     train_s = eval_s = 0.0
@@ -255,6 +288,7 @@ def bench_grid(cfg: dict, name: str, n_seeds: int, n_rates: int, method: str) ->
   experiment._COMPILED.clear()  # the trainer side compiles once here, as one process does
   sides = dict(engine=EngineSide(config, splits, seeds, rates))
   sides["trainer"] = TrainerSide(config, splits, seeds, rates)
+  compiled = {name: side.compile() for name, side in sides.items()}
   first = {name: side.epoch(0) for name, side in sides.items()}
   samples = {name: [] for name in sides}
   order = list(sides)
@@ -294,10 +328,10 @@ def bench_grid(cfg: dict, name: str, n_seeds: int, n_rates: int, method: str) ->
     trainer_eval_s=_median(samples["trainer"], "eval_s"),
     engine_first_epoch_s=first["engine"]["train_s"],
     trainer_first_epoch_s=first["trainer"]["train_s"],
-    engine_compile_s=first["engine"]["train_s"] - engine_s,
-    trainer_compile_s=first["trainer"]["train_s"] - trainer_s,
-    engine_eval_compile_s=first["engine"]["eval_s"] - _median(samples["engine"], "eval_s"),
-    trainer_eval_compile_s=first["trainer"]["eval_s"] - _median(samples["trainer"], "eval_s"),
+    engine_compile_s=compiled["engine"]["train_s"],
+    trainer_compile_s=compiled["trainer"]["train_s"],
+    engine_eval_compile_s=compiled["engine"]["eval_s"],
+    trainer_eval_compile_s=compiled["trainer"]["eval_s"],
     samples=samples,
   )
 
