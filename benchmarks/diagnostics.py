@@ -184,6 +184,9 @@ def main(argv=None) -> int:
   if unknown:
     p.error(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
   jax.config.update("jax_enable_x64", True)
+  # --quick checks that the script runs: compilation dominates it, and XLA's optimisation
+  # passes do not change what is recorded.
+  jax.config.update("jax_disable_most_optimizations", args.quick)
 
   toy = [toy_run(m, d, args.toy_steps, 100) for m in methods for d in (jnp.float32, jnp.float64)]
   print(f"Toy ({args.toy_steps} steps, five paper starts; diagnostics over the second half):")
