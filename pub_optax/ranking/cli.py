@@ -726,12 +726,13 @@ def _describe_data(args, splits: dict[str, RankingData]) -> str:
 def balances_shared_parameters(method: str) -> bool:
   """Whether ``method`` needs shared parameters: its weights come from their Gram matrix.
 
-  Traced abstractly (no computation) on one parameter that no task shares.
+  Traced abstractly (no computation) on one parameter that no task shares, with three tasks:
+  the fewest that every registered method takes (Krum and the trimmed mean need K >= 3).
   """
-  tx = pub_optax.make_method(method, 1e-3, num_tasks=2, shared=False)
+  tx = pub_optax.make_method(method, 1e-3, num_tasks=3, shared=False)
   params = {"w": jax.ShapeDtypeStruct((1,), np.float32)}
-  grads = {"w": jax.ShapeDtypeStruct((2, 1), np.float32)}
-  losses = jax.ShapeDtypeStruct((2,), np.float32)
+  grads = {"w": jax.ShapeDtypeStruct((3, 1), np.float32)}
+  losses = jax.ShapeDtypeStruct((3,), np.float32)
 
   def update(params, grads, losses):
     return tx.update(grads, tx.init(params), params, task_losses=losses)
