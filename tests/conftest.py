@@ -19,3 +19,16 @@ def fast_compiles():
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops JAX's caches after every test module.
+
+  Each compiled XLA:CPU program keeps about ten memory mappings alive. A pytest-xdist worker
+  that compiles thousands of programs reaches the kernel's limit on mappings
+  (``vm.max_map_count``, 65,530 by default), and LLVM then fails to allocate code memory and
+  the worker crashes. Clearing the caches bounds the live programs to one module's.
+  """
+  yield
+  jax.clear_caches()
