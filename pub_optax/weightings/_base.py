@@ -209,3 +209,20 @@ def coordinatewise(
     return CoordinateResult(direction, weights, new_state, residual)
 
   return Weighting(init=init, weigh=weigh, name=name, kind="coordinate", needs_losses=needs_losses)
+
+
+def task_axis_zeros(num_tasks: int, shared: tuple) -> tuple:
+  """Zeros ``(K, *leaf_shape)`` per shared leaf (at least float32): per-task, per-coordinate
+  state of a coordinate-kind rule, from the ``shared`` shapes its ``init`` receives."""
+  return tuple(
+    jnp.zeros((num_tasks, *s.shape), jnp.promote_types(s.dtype, jnp.float32)) for s in shared
+  )
+
+
+def check_task_axis_state(what: str, state: tuple, vectors: tuple) -> None:
+  """Raises a ValueError at trace time unless ``state`` has one leaf of each vector's shape."""
+  if len(state) != len(vectors) or any(s.shape != v.shape for s, v in zip(state, vectors)):
+    raise ValueError(
+      f"{what} were initialised for shared leaves of shapes "
+      f"{[s.shape for s in state]}, got {[v.shape for v in vectors]}"
+    )

@@ -41,7 +41,13 @@ import jax
 import jax.numpy as jnp
 
 from pub_optax._gram import weighted_sum
-from pub_optax.weightings._base import CoordinateResult, Weighting, coordinatewise
+from pub_optax.weightings._base import (
+  CoordinateResult,
+  Weighting,
+  check_task_axis_state,
+  coordinatewise,
+  task_axis_zeros,
+)
 
 Array = jax.Array
 
@@ -100,20 +106,15 @@ def excess_mtl(robust_step_size: float = 1e-2, *, eps: float = 1e-7) -> Weightin
 
   def init(num_tasks, dtype, shared):
     dtype = jnp.promote_types(dtype, jnp.float32)
-    sq_sum = tuple(
-      jnp.zeros((num_tasks, *s.shape), jnp.promote_types(s.dtype, jnp.float32)) for s in shared
+    return ExcessMTLState(
+      task_axis_zeros(num_tasks, shared),
+      jnp.zeros((num_tasks,), dtype),
+      jnp.ones((num_tasks,), dtype),
     )
-    return ExcessMTLState(sq_sum, jnp.zeros((num_tasks,), dtype), jnp.ones((num_tasks,), dtype))
 
   def rule(vectors, state, task_losses=None):
     del task_losses
-    if len(state.sq_sum) != len(vectors) or any(
-      s.shape != v.shape for s, v in zip(state.sq_sum, vectors)
-    ):
-      raise ValueError(
-        "excess_mtl: the accumulators were initialised for shared leaves of shapes "
-        f"{[s.shape for s in state.sq_sum]}, got {[v.shape for v in vectors]}"
-      )
+    check_task_axis_state("excess_mtl: the accumulators", state.sq_sum, vectors)
     dtype = state.weights.dtype
     k = vectors[0].shape[0]
     sq_sum, risk = [], jnp.zeros((k,), dtype)

@@ -35,7 +35,13 @@ import jax.numpy as jnp
 import optax
 
 from pub_optax._gram import leaf_gram, weighted_sum
-from pub_optax.weightings._base import CoordinateResult, Weighting, coordinatewise
+from pub_optax.weightings._base import (
+  CoordinateResult,
+  Weighting,
+  check_task_axis_state,
+  coordinatewise,
+  task_axis_zeros,
+)
 from pub_optax.weightings._modo import simplex_step
 
 Array = jax.Array
@@ -103,21 +109,12 @@ def moco(
 
   def init(num_tasks, dtype, shared):
     dtype = jnp.promote_types(dtype, jnp.float32)
-    tracked = tuple(
-      jnp.zeros((num_tasks, *s.shape), jnp.promote_types(s.dtype, jnp.float32)) for s in shared
-    )
     weights = jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
-    return MoCoState(jnp.zeros((), jnp.int32), tracked, weights)
+    return MoCoState(jnp.zeros((), jnp.int32), task_axis_zeros(num_tasks, shared), weights)
 
   def rule(vectors, state, task_losses=None):
     del task_losses
-    if len(state.tracked) != len(vectors) or any(
-      y.shape != v.shape for y, v in zip(state.tracked, vectors)
-    ):
-      raise ValueError(
-        "moco: the tracked vectors were initialised for shared leaves of shapes "
-        f"{[y.shape for y in state.tracked]}, got {[v.shape for v in vectors]}"
-      )
+    check_task_axis_state("moco: the tracked vectors", state.tracked, vectors)
     dtype = state.weights.dtype
     t = (state.count + 1).astype(dtype)
     beta_t, gamma_t = beta / t**beta_sigma, gamma / t**gamma_sigma
