@@ -40,27 +40,7 @@ from pub_optax.ranking.experiment import (
   remove_orphaned_temporaries,
   run,
 )
-from pub_optax.ranking.models import MODEL_NAMES
-
-PRESETS = ("small", "paper")
-
-
-def model_kwargs(model: str, preset: str, dropout: float) -> dict:
-  """Model sizes: ``paper`` (the PUB paper's settings, the models' defaults) or ``small`` (CPU-friendly)."""
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-  kwargs = {"dropout": dropout}
-  if preset == "paper":
-    return kwargs
-  hidden = "expert_dims" if model in ("mmoe", "ple", "omoe", "dselect_k") else "bottom_dims"
-  if model == "cross_stitch":
-    hidden = "column_dims"
-  kwargs.update(embed_dim=16, tower_dims=(32,), **{hidden: (64, 32)})
-  if model in ("mmoe", "omoe", "dselect_k"):
-    kwargs["n_experts"] = 4
-  if model == "ple":
-    kwargs.update(n_shared_experts=2, n_task_experts=2)
-  return kwargs
+from pub_optax.ranking.models import MODEL_NAMES, PRESETS, model_kwargs
 
 
 class UsageError(ValueError):

@@ -29,11 +29,11 @@ from flax import nnx
 
 from pub_optax._methods import make_method
 from pub_optax._training import make_train_step
-from pub_optax.ranking.cli import model_kwargs as preset_model_kwargs
 from pub_optax.ranking.data.types import RankingData
 from pub_optax.ranking.experiment import RunConfig
 from pub_optax.ranking.metrics import task_metrics
 from pub_optax.ranking.models import apply, build_model, split
+from pub_optax.ranking.models import model_kwargs as preset_model_kwargs
 from pub_optax.ranking.train import task_losses, train_batches
 
 __all__ = ["SweepEngine", "SweepState", "sweep"]

@@ -40,6 +40,26 @@ _MODELS = {
 }
 MODEL_NAMES = tuple(_MODELS)
 
+PRESETS = ("small", "paper")
+
+
+def model_kwargs(model: str, preset: str, dropout: float) -> dict:
+  """Model sizes: ``paper`` (the PUB paper's settings, the models' defaults) or ``small`` (CPU-friendly)."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+  kwargs = {"dropout": dropout}
+  if preset == "paper":
+    return kwargs
+  hidden = "expert_dims" if model in ("mmoe", "ple", "omoe", "dselect_k") else "bottom_dims"
+  if model == "cross_stitch":
+    hidden = "column_dims"
+  kwargs.update(embed_dim=16, tower_dims=(32,), **{hidden: (64, 32)})
+  if model in ("mmoe", "omoe", "dselect_k"):
+    kwargs["n_experts"] = 4
+  if model == "ple":
+    kwargs.update(n_shared_experts=2, n_task_experts=2)
+  return kwargs
+
 
 def build_model(
   name: str,
@@ -91,6 +111,7 @@ __all__ = [
   "MultiTaskModel",
   "OMoE",
   "PLE",
+  "PRESETS",
   "FeatureEmbedding",
   "Gate",
   "SharedBottom",
@@ -100,6 +121,7 @@ __all__ = [
   "apply",
   "build_model",
   "calibration_penalty",
+  "model_kwargs",
   "product_logit",
   "smooth_step",
   "split",
