@@ -41,6 +41,7 @@ from pub_optax.ranking.experiment import (
   run,
 )
 from pub_optax.ranking.models import MODEL_NAMES, PRESETS, model_kwargs
+from pub_optax.ranking.sweep import run_seeds
 
 
 class UsageError(ValueError):
@@ -438,11 +439,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
   """Shows every option's default and keeps the examples' line breaks."""
 
 
+ENGINES = ("sweep", "loop")
+
 CHECKPOINT_HELP = (
-  "one file per method and seed in OUT/checkpoints, rewritten after every epoch: the "
-  "settings, a fingerprint of the data, the parameters and optimizer state of the last "
-  "epoch and the parameters of the best one (stored as their difference from the "
-  "initial ones, compressed), and the history so far"
+  "rewritten after every epoch in OUT/checkpoints: one file per method (--engine sweep) or "
+  "per method and seed (--engine loop), holding the settings, a fingerprint of the data, the "
+  "parameters and optimizer state of the last epoch and the parameters of the best one "
+  "(stored as their difference from the initial ones, compressed), and the history so far"
 )
 
 
@@ -507,7 +510,20 @@ def _add_training_options(t: argparse.ArgumentParser) -> None:
     default="pub,equal",
     help=f"comma-separated, each once; valid: {', '.join(method_names())}",
   )
-  g.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
+  g.add_argument(
+    "--seeds",
+    type=positive_int,
+    default=3,
+    help="number of seeds (0..N-1); the table gives each metric as mean ± std over them",
+  )
+  g.add_argument(
+    "--engine",
+    default="sweep",
+    choices=ENGINES,
+    help="sweep: the seeds of a method train together in one compiled program (vmap over "
+    "seeds); loop: one run per seed, one step at a time. --sparse-embeddings trains with the "
+    "loop (the sweep engine takes dense embedding gradients only)",
+  )
   g.add_argument("--epochs", type=positive_int, default=3, help="maximum number of epochs")
   g.add_argument(
     "--patience",
@@ -584,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options that define what a run computes; --resume refuses to continue with others.
 COMMON_RUN_OPTIONS = (
+  "engine",
   "model",
   "preset",
   "dropout",
@@ -801,9 +818,8 @@ def _prepare(args, methods: Sequence[str], rates: dict[str, float]):
   return splits, fingerprint
 
 
-def _run_one(args, splits, method: str, seed: int, rate: float) -> dict:
-  """Trains one method with one seed (resuming from its checkpoint with ``--resume``)."""
-  config = RunConfig(
+def _run_config(args, method: str, seed: int, rate: float) -> RunConfig:
+  return RunConfig(
     model=args.model,
     method=method,
     seed=seed,
@@ -815,19 +831,67 @@ def _run_one(args, splits, method: str, seed: int, rate: float) -> dict:
     model_kwargs=model_kwargs(args.model, args.preset, args.dropout),
     sparse_embeddings=args.sparse_embeddings,
   )
-  checkpoint = os.path.join(args.out, "checkpoints", f"{method}_seed{seed}.ckpt")
+
+
+def _checkpoint_path(args, name: str) -> str:
+  """``OUT/checkpoints/{name}.ckpt``, removed first unless resuming."""
+  checkpoint = os.path.join(args.out, "checkpoints", f"{name}.ckpt")
   if not args.resume and os.path.exists(checkpoint):
     os.remove(checkpoint)
+  return checkpoint
+
+
+def _run_one(args, splits, method: str, seed: int, rate: float) -> dict:
+  """Trains one method with one seed (resuming from its checkpoint with ``--resume``)."""
   result = run(
-    config,
+    _run_config(args, method, seed, rate),
     splits,
-    checkpoint=checkpoint,
+    checkpoint=_checkpoint_path(args, f"{method}_seed{seed}"),
     progress=not args.no_progress,
     on_epoch=_print_epoch(method, seed, args.epochs, splits["train"].task_names),
     on_divergence="record",
   )
   _print_run_end(result)
   return result
+
+
+def _run_seeds(args, splits, method: str, rate: float) -> list[dict]:
+  """Trains every seed of one method in one sweep-engine program (resuming with ``--resume``)."""
+  task_names = splits["train"].task_names
+
+  def on_epoch(seed: int, val: dict) -> None:
+    _print_epoch(method, seed, args.epochs, task_names)(val)
+
+  results = run_seeds(
+    _run_config(args, method, 0, rate),
+    splits,
+    range(args.seeds),
+    checkpoint=_checkpoint_path(args, method),
+    progress=not args.no_progress,
+    on_epoch=on_epoch,
+  )
+  for result in results:
+    _print_run_end(result)
+  return results
+
+
+def engine_for(args) -> str:
+  """The engine that trains: ``--engine``, or the loop where the sweep engine cannot run the
+  options (said in a one-line note on stderr)."""
+  if args.engine == "sweep" and args.sparse_embeddings:
+    print(
+      "note: the sweep engine takes dense embedding gradients only, so --sparse-embeddings "
+      "trains each seed in its own loop (--engine loop)",
+      file=sys.stderr,
+    )
+    return "loop"
+  return args.engine
+
+
+def _train_method(args, splits, method: str, rate: float, engine: str) -> list[dict]:
+  if engine == "sweep":
+    return _run_seeds(args, splits, method, rate)
+  return [_run_one(args, splits, method, seed, rate) for seed in range(args.seeds)]
 
 
 def _write_report(args, results, task_names, fingerprint, seconds: float) -> list[dict]:
@@ -879,11 +943,8 @@ def train_command(args, methods: Sequence[str], rates: dict[str, float]) -> int:
   splits, fingerprint = _prepare(args, methods, rates)
   print(_describe_data(args, splits))
   print(f"model {args.model} ({args.preset}), devices {jax.devices()}", flush=True)
-  results = [
-    _run_one(args, splits, method, seed, rates[method])
-    for method in methods
-    for seed in range(args.seeds)
-  ]
+  engine = engine_for(args)
+  results = [r for m in methods for r in _train_method(args, splits, m, rates[m], engine)]
   task_names = splits["train"].task_names
   diverged = _write_report(args, results, task_names, fingerprint, time.time() - t0)
   print(f"total {time.time() - t0:.0f} s")

@@ -366,8 +366,12 @@ def _make_trainer(config: RunConfig, data: RankingData) -> Trainer:
   return trainer
 
 
-def _config_differences(saved: dict, config: RunConfig) -> list[str]:
-  now = json.loads(json.dumps(dataclasses.asdict(config)))
+def run_settings(config: RunConfig) -> dict:
+  """``config`` as the JSON-ready dict a checkpoint records and is compared against."""
+  return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _settings_differences(saved: dict, now: dict) -> list[str]:
   return [
     f"{key} {saved.get(key)!r} (now {now[key]!r})"
     for key in sorted(now)
@@ -375,15 +379,36 @@ def _config_differences(saved: dict, config: RunConfig) -> list[str]:
   ]
 
 
-def _load_checkpoint(path: str, config: RunConfig, fingerprint: dict, initial: dict):
-  """Reads ``path`` after checking that it was written for ``config`` and the same data."""
+def save_checkpoint(path: str, state: dict, settings: dict, fingerprint: dict, progress) -> None:
+  """Writes a checkpoint atomically: ``state`` holds ``current``, ``best`` and ``initial``
+  (see :func:`checkpoint_to_bytes`), beside the settings, data fingerprint and progress."""
+  extra = {"config": settings, "data": fingerprint, "progress": progress}
+  blob = checkpoint_to_bytes(state["current"], state["best"], state["initial"], extra)
+  atomic_write_bytes(path, blob)
+
+
+def load_checkpoint(path: str, settings: dict, fingerprint: dict, initial: dict):
+  """Reads ``path`` after checking that it was written with ``settings`` and the same data.
+
+  Args:
+    path: a file written by :func:`save_checkpoint`.
+    settings: this run's settings (:func:`run_settings`); only ``epochs`` may differ.
+    fingerprint: this run's :func:`data_fingerprint`.
+    initial: the state at initialisation, as given to :func:`checkpoint_to_bytes`.
+
+  Returns:
+    ``(current, best, progress)``.
+
+  Raises:
+    CheckpointError: unreadable, or written with other settings or for other data.
+  """
   try:
     with open(path, "rb") as f:
       blob = f.read()
   except OSError as err:
     raise CheckpointError(f"{path}: cannot read the checkpoint: {err.strerror}") from None
   extra = checkpoint_metadata(blob, path)
-  differences = _config_differences(extra["config"], config)
+  differences = _settings_differences(extra["config"], settings)
   if differences:
     raise CheckpointError(
       f"{path}: written with other settings: {'; '.join(differences)}; "
@@ -507,7 +532,7 @@ def run(
   }
   fingerprint = data_fingerprint(splits)
   if checkpoint and os.path.exists(checkpoint):
-    current, best, info = _load_checkpoint(checkpoint, config, fingerprint, initial)
+    current, best, info = load_checkpoint(checkpoint, run_settings(config), fingerprint, initial)
 
   diverged = None
   while info["epoch"] < config.epochs and info["bad_epochs"] < config.patience:
@@ -533,8 +558,8 @@ def run(
     if on_epoch:
       on_epoch({**val, "best": info["best_epoch"] == val["epoch"]})
     if checkpoint:
-      extra = {"config": dataclasses.asdict(config), "data": fingerprint, "progress": info}
-      atomic_write_bytes(checkpoint, checkpoint_to_bytes(current, best, initial, extra))
+      state = {"current": current, "best": best, "initial": initial}
+      save_checkpoint(checkpoint, state, run_settings(config), fingerprint, info)
 
   test = _test_metrics(trainer, best, splits["test"], config, info)
   return {

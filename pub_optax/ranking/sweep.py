@@ -20,6 +20,9 @@ masked, so the program keeps one shape until every member has stopped.
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -30,13 +33,21 @@ from flax import nnx
 from pub_optax._methods import make_method
 from pub_optax._training import make_train_step
 from pub_optax.ranking.data.types import RankingData
-from pub_optax.ranking.experiment import RunConfig
+from pub_optax.ranking.experiment import (
+  RunConfig,
+  _is_better,
+  _Progress,
+  data_fingerprint,
+  load_checkpoint,
+  run_settings,
+  save_checkpoint,
+)
 from pub_optax.ranking.metrics import task_metrics
 from pub_optax.ranking.models import apply, build_model, split
 from pub_optax.ranking.models import model_kwargs as preset_model_kwargs
 from pub_optax.ranking.train import task_losses, train_batches
 
-__all__ = ["SweepEngine", "SweepState", "sweep"]
+__all__ = ["SweepEngine", "SweepState", "run_seeds", "sweep"]
 
 _BATCH_KEYS = ("categorical", "numerical", "labels")
 
@@ -208,9 +219,14 @@ class SweepEngine:
       new = (out.params, out.rest, out.opt_state, out.weights)
       old = (carry.params, carry.rest, carry.opt_state, carry.weights)
       params, rest, opt_state, weights = _keep_active(carry.active, new, old)
-      return SweepState(params, rest, opt_state, carry.active, weights), out.losses
+      step_log = (out.losses, out.weights, out.shared_update_rms)
+      return SweepState(params, rest, opt_state, carry.active, weights), step_log
 
     return jax.lax.scan(body, state, batches)
+
+  def epoch_batches_count(self, data: RankingData) -> int:
+    """Training steps per epoch (the batches of :func:`~pub_optax.ranking.train.train_batches`)."""
+    return max(len(data) // self.config.batch_size, 1)
 
   def epoch_batches(self, data: RankingData, epoch: int) -> dict[str, jax.Array]:
     """The epoch's batches of every seed, ``(num_batches, num_seeds, batch, ...)`` on the device."""
@@ -224,10 +240,15 @@ class SweepEngine:
 
   def train_epoch(self, state: SweepState, data: RankingData, epoch: int) -> SweepState:
     """One epoch of every active member (inactive ones are carried unchanged)."""
-    state, _ = self.train_epoch_program(
+    return self.train_epoch_logged(state, data, epoch)[0]
+
+  def train_epoch_logged(self, state: SweepState, data: RankingData, epoch: int):
+    """:meth:`train_epoch`, also returning every step's task losses ``(S, M, K)``, task
+    weights ``(S, M, K)`` and RMS of the applied shared update ``(S, M)``, as NumPy arrays."""
+    state, step_log = self.train_epoch_program(
       state, self.epoch_batches(data, epoch), self.member_seed_index
     )
-    return state
+    return state, tuple(np.asarray(x) for x in step_log)
 
   def _predict(self, params, rest, batches: dict) -> jax.Array:
     def forward(p, r, batch):
@@ -262,7 +283,7 @@ def _nan_metrics(data: RankingData) -> dict:
 
 
 @dataclasses.dataclass
-class _Progress:
+class _MemberProgress:
   """Early-stopping bookkeeping of one member, as in :func:`~pub_optax.ranking.experiment.run`."""
 
   best_val: float = float("-inf")
@@ -296,7 +317,7 @@ def _train_grid(engine: SweepEngine, splits: dict, epochs: int, patience: int):
   """Trains every member with early stopping; returns the final state, best state and progress."""
   state = engine.init()
   best = (state.params, state.rest)
-  progress = [_Progress() for _ in engine.members]
+  progress = [_MemberProgress() for _ in engine.members]
   for epoch in range(epochs):
     state = engine.train_epoch(state, splits["train"], epoch)
     vals = engine.evaluate(state.params, state.rest, splits["val"])
@@ -312,7 +333,7 @@ def _train_grid(engine: SweepEngine, splits: dict, epochs: int, patience: int):
   return state, best, progress
 
 
-def _member_result(config, member, progress: _Progress, test: dict, weights) -> dict:
+def _member_result(config, member, progress: _MemberProgress, test: dict, weights) -> dict:
   seed, learning_rate = member
   return {
     "config": dataclasses.asdict(
@@ -417,4 +438,206 @@ def sweep(
       state.weights[i],
     )
     for i, (member, p, test) in enumerate(zip(engine.members, progress, tests))
+  ]
+
+
+# The sweep path of experiment.run: the seeds of one configuration as the members of one grid,
+# with run's bookkeeping per member (sampled log, divergence, early stopping, checkpoints), so
+# each member's result has the keys and meaning of run's result for that seed.
+
+
+def _new_member() -> dict:
+  """A member's progress: the ``info`` of :func:`~pub_optax.ranking.experiment.run` and
+  ``diverged`` (``None``, or the epoch, step and reason)."""
+  return {
+    "epoch": 0,
+    "best_val": float("-inf"),
+    "best_epoch": -1,
+    "bad_epochs": 0,
+    "steps": 0,
+    "val_history": [],
+    "log": [],
+    "diverged": None,
+  }
+
+
+def _continues(info: dict, config: RunConfig) -> bool:
+  """Whether a member trains another epoch: ``run``'s loop condition, and not diverged."""
+  return (
+    info["diverged"] is None
+    and info["epoch"] < config.epochs
+    and info["bad_epochs"] < config.patience
+  )
+
+
+def _finite_members(tree, n_members: int) -> np.ndarray:
+  """``(M,)``: whether every value of each member's slice of ``tree`` is finite."""
+  finite = np.ones(n_members, bool)
+  for leaf in jax.tree.leaves(tree):
+    finite &= np.isfinite(np.asarray(leaf).reshape(n_members, -1)).all(axis=1)
+  return finite
+
+
+def _record_steps(info: dict, step_log, params_finite: bool, epoch: int, log_every: int) -> None:
+  """Logs one member's sampled steps of an epoch as ``run`` does, and records divergence:
+  non-finite losses at a sampled step, or non-finite parameters at the end of the epoch."""
+  losses, weights, rms = step_log
+  n_steps = len(losses)
+  for i in range(n_steps):
+    if i % log_every and i != n_steps - 1:
+      continue
+    step = info["steps"] + i
+    if not np.all(np.isfinite(losses[i])):
+      reason = f"non-finite task losses {losses[i].tolist()}"
+      info["diverged"] = {"epoch": epoch + 1, "step": step, "reason": reason}
+      return
+    info["log"].append(
+      {
+        "step": step,
+        "losses": losses[i].tolist(),
+        "weights": weights[i].tolist(),
+        "shared_update_rms": float(rms[i]),
+      }
+    )
+  if not params_finite:
+    step = info["steps"] + n_steps - 1
+    info["diverged"] = {"epoch": epoch + 1, "step": step, "reason": "non-finite parameters"}
+    return
+  info["steps"] += n_steps
+
+
+def _record_validation(info: dict, val: dict | None, seconds: float) -> bool:
+  """Records one member's validation metrics as ``run`` does; returns whether the epoch is its
+  best so far (``None``, non-finite predictions, is recorded as divergence)."""
+  if val is None:
+    reason = "non-finite validation predictions"
+    info["diverged"] = {"epoch": info["epoch"] + 1, "step": info["steps"] - 1, "reason": reason}
+    return False
+  val.update(epoch=info["epoch"] + 1, train_seconds=seconds)
+  info["val_history"].append(val)
+  better = _is_better(val["mean_auc"], info)
+  if better:
+    info.update(best_val=val["mean_auc"], best_epoch=val["epoch"], bad_epochs=0)
+  else:
+    info["bad_epochs"] += 1
+  info["epoch"] = val["epoch"]
+  return better
+
+
+def _train_members(engine, config, splits, current, infos, active, show_progress):
+  """One epoch of the ``active`` members; logs their steps; returns the trained state."""
+  epoch = next(info["epoch"] for info, a in zip(infos, active) if a)
+  n_members = len(engine.members)
+  seeds = ", ".join(str(s) for s in engine.seeds)
+  label = f"{config.method} seeds {seeds} epoch {epoch + 1}/{config.epochs}"
+  task_names = splits["train"].task_names
+  state = SweepState(
+    current["params"],
+    current["rest"],
+    current["opt_state"],
+    jnp.asarray(active),
+    jnp.full((n_members, len(task_names)), jnp.nan, jnp.float32),
+  )
+  n_steps = engine.epoch_batches_count(splits["train"])
+  bar = _Progress(label, n_steps, task_names, show_progress)
+  state, step_log = engine.train_epoch_logged(state, splits["train"], epoch)
+  finite = _finite_members(state.params, n_members)
+  for m in np.flatnonzero(active):
+    member_log = tuple(x[:, m] for x in step_log)
+    _record_steps(infos[m], member_log, bool(finite[m]), epoch, config.log_every)
+  bar.show(n_steps, np.nanmean(step_log[0][:, active], axis=(0, 1)), final=True)
+  return state
+
+
+def _sweep_epoch(engine, config, splits, current, best, infos, show_progress, on_epoch):
+  """Trains and validates one epoch of every member that continues; returns ``(current, best)``."""
+  t0 = time.time()
+  active = np.array([_continues(info, config) for info in infos])
+  state = _train_members(engine, config, splits, current, infos, active, show_progress)
+  vals = engine.evaluate(state.params, state.rest, splits["val"])
+  improved = np.zeros(len(infos), bool)
+  for m in np.flatnonzero(active):
+    info = infos[m]
+    if info["diverged"] is not None:
+      continue
+    improved[m] = _record_validation(info, vals[m], time.time() - t0)
+    if on_epoch and info["diverged"] is None:
+      on_epoch(engine.members[m][0], {**vals[m], "best": info["best_epoch"] == info["epoch"]})
+  current = {"params": state.params, "rest": state.rest, "opt_state": state.opt_state}
+  trained = {"params": state.params, "rest": state.rest}
+  return current, _keep_active(jnp.asarray(improved), trained, best)
+
+
+def _seed_result(config: RunConfig, seed: int, info: dict, test: dict | None, data) -> dict:
+  """A member's result with the keys of :func:`~pub_optax.ranking.experiment.run`'s."""
+  finished = info["best_epoch"] > 0 and test is not None
+  return {
+    "config": dataclasses.asdict(dataclasses.replace(config, seed=int(seed))),
+    "test": test if finished else _nan_metrics(data),
+    "best_epoch": info["best_epoch"],
+    "epochs_run": info["epoch"],
+    "val_history": info["val_history"],
+    "log": info["log"],
+    "diverged": info["diverged"],
+  }
+
+
+def run_seeds(
+  config: RunConfig,
+  splits: dict[str, RankingData],
+  seeds,
+  *,
+  checkpoint: str | None = None,
+  progress: bool = True,
+  on_epoch: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+  """:func:`~pub_optax.ranking.experiment.run` of ``config`` for every seed, in one sweep grid.
+
+  The seeds are the members of one :class:`SweepEngine` at ``config.learning_rate``: each
+  reproduces ``run`` with that seed up to float32 rounding of the vmapped program, with
+  ``run``'s early stopping, sampled log (every ``config.log_every`` steps) and divergence
+  checks (non-finite sampled losses or parameters, recorded as with
+  ``on_divergence="record"``; the other members train on).
+
+  Args:
+    config: the run settings (``seed`` is ignored); ``sparse_embeddings`` is not supported.
+    splits: ``{"train", "val", "test"}`` data with shared cardinalities.
+    seeds: distinct non-negative integer seeds.
+    checkpoint: path of one checkpoint file for every member, written atomically after every
+      epoch and resumed from when it exists: the settings and seeds, a fingerprint of the
+      data, the stacked last and best states (see
+      :func:`~pub_optax.ranking.experiment.checkpoint_to_bytes`) and every member's progress.
+    progress: one progress line per epoch on stderr.
+    on_epoch: called after every epoch of every member that trained it, with the member's
+      seed and its validation metrics, ``"epoch"`` and ``"best"``.
+
+  Returns:
+    One result per seed, in the order of ``seeds``, with the keys of ``run``'s result.
+
+  Raises:
+    CheckpointError: the checkpoint is unreadable, or was written with other settings or
+      seeds (other than a larger ``epochs``) or for other data.
+    ValueError: an empty, repeated or negative seed, or a bad grid setting.
+  """
+  _check_grid(
+    tuple(seeds), (config.learning_rate,), config.epochs, config.batch_size, config.patience
+  )
+  engine = SweepEngine(config, splits["train"], tuple(seeds), (config.learning_rate,))
+  start = engine.init()
+  initial = {"params": start.params, "rest": start.rest, "opt_state": start.opt_state}
+  current, best = initial, {"params": start.params, "rest": start.rest}
+  infos = [_new_member() for _ in engine.members]
+  settings = {**run_settings(config), "seed": [int(s) for s in engine.seeds]}
+  fingerprint = data_fingerprint(splits)
+  if checkpoint and os.path.exists(checkpoint):
+    current, best, infos = load_checkpoint(checkpoint, settings, fingerprint, initial)
+  while any(_continues(info, config) for info in infos):
+    current, best = _sweep_epoch(engine, config, splits, current, best, infos, progress, on_epoch)
+    if checkpoint:
+      state = {"current": current, "best": best, "initial": initial}
+      save_checkpoint(checkpoint, state, settings, fingerprint, infos)
+  tests = engine.evaluate(best["params"], best["rest"], splits["test"])
+  return [
+    _seed_result(config, seed, info, test, splits["test"])
+    for (seed, _), info, test in zip(engine.members, infos, tests)
   ]
