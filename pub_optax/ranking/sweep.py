@@ -20,6 +20,7 @@ masked, so the program keeps one shape until every member has stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -50,6 +51,8 @@ from pub_optax.ranking.train import task_losses, train_batches
 __all__ = ["SweepEngine", "SweepState", "run_seeds", "sweep"]
 
 _BATCH_KEYS = ("categorical", "numerical", "labels")
+# Compiled programs per grid shape and settings without seeds and rates (SweepEngine._programs).
+_PROGRAMS: dict = {}
 
 
 class SweepState(NamedTuple):
@@ -166,8 +169,31 @@ class SweepEngine:
     self.tx = self._method(self.learning_rates[0])
     step = make_train_step(self.tx, self.shared_mask, self._losses)
     self._step = jax.vmap(step)
-    self.train_epoch_program = jax.jit(self._train_epoch)
-    self.predict_program = jax.jit(self._predict)
+    self.train_epoch_program, self.predict_program = self._programs()
+
+  def _programs(self):
+    """The jitted epoch and prediction programs, shared by every engine of the same settings
+    but seeds and rates: seeds only change the initial states and the rates live in the
+    optimizer states (``inject_learning_rate``), so a later grid reuses the compiled programs."""
+    general = dataclasses.replace(
+      self.config, seed=0, learning_rate=0.0, epochs=0, patience=0, log_every=0
+    )
+    data = self.data
+    key = json.dumps(
+      [
+        dataclasses.asdict(general),
+        data.cardinalities,
+        data.numerical.shape[1],
+        data.labels.shape[1],
+        len(self.seeds),
+        len(self.learning_rates),
+      ],
+      sort_keys=True,
+      default=str,
+    )
+    if key not in _PROGRAMS:
+      _PROGRAMS[key] = (jax.jit(self._train_epoch), jax.jit(self._predict))
+    return _PROGRAMS[key]
 
   def _build_model(self, seed: int) -> nnx.Module:
     data = self.data

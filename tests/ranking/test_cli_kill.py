@@ -9,10 +9,10 @@ import sys
 
 from pub_optax.ranking import experiment
 
-# The smallest run of test_cli_runs.py, over two epochs so that the second checkpoint write
-# replaces a checkpoint already on disk.
+# The smallest run of test_cli_runs.py with two seeds on the default (sweep) engine, over two
+# epochs so that the second checkpoint write replaces a checkpoint already on disk.
 RUN = ["--methods", "equal", "--rows", "1500", "--batch-size", "256", "--lr", "1e-2"]
-RUN += ["--epochs", "2", "--no-progress"]
+RUN += ["--epochs", "2", "--seeds", "2", "--no-progress"]
 
 # Runs the command to the end in argv[1], then again in argv[2] with the file write of the
 # second checkpoint stopped halfway: half the bytes reach the temporary file, the line printed
@@ -88,13 +88,13 @@ def test_killed_in_a_checkpoint_write_resumes_to_the_uninterrupted_result(tmp_pa
   assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
   seen = json.loads(stdout.splitlines()[-1])
 
-  checkpoint = killed / "checkpoints" / "equal_seed0.ckpt"
+  checkpoint = killed / "checkpoints" / "equal.ckpt"
   partial = checkpoint.with_name(f"{checkpoint.name}.tmp{proc.pid}")
   assert seen["tmp"] == str(partial)
   assert partial.stat().st_size == seen["written"] and 0 < seen["written"] < seen["size"]
   assert _sha256(checkpoint) == seen["before"]  # the first epoch's checkpoint, untouched
   metadata = experiment.checkpoint_metadata(checkpoint.read_bytes(), str(checkpoint))
-  assert metadata["progress"]["epoch"] == 1
+  assert [member["epoch"] for member in metadata["progress"]] == [1, 1]
   assert not (killed / "results.json").exists()
 
   resumed = subprocess.run(
@@ -106,7 +106,8 @@ def test_killed_in_a_checkpoint_write_resumes_to_the_uninterrupted_result(tmp_pa
   )
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f"removed {partial}, left by an interrupted write" in resumed.stderr
-  assert "equal seed 0 epoch 1/2" not in resumed.stdout  # epoch 1 came from the checkpoint
-  assert "equal seed 0 epoch 2/2" in resumed.stdout
+  for seed in (0, 1):
+    assert f"equal seed {seed} epoch 1/2" not in resumed.stdout  # epoch 1 came from the checkpoint
+    assert f"equal seed {seed} epoch 2/2" in resumed.stdout
   assert not list(killed.rglob("*.tmp*"))
   assert _numbers(killed / "results.json") == _numbers(straight / "results.json")

@@ -13,10 +13,11 @@ import pytest
 from pub_optax.ranking import cli, experiment
 from pub_optax.ranking.data import generate_splits
 from pub_optax.ranking.experiment import CheckpointError, RunConfig, run
+from pub_optax.ranking.sweep import run_seeds
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
-TINY = ["--rows", "1500", "--batch-size", "256", "--lr", "1e-2", "--epochs", "1"]
+TINY = ["--rows", "1500", "--batch-size", "256", "--lr", "1e-2", "--epochs", "1", "--seeds", "1"]
 ORPHAN = "results.json.tmp999999999"  # the temporary of a writer that no longer runs
 
 
@@ -41,13 +42,14 @@ def _numbers(report: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-  """One finished run (equal, one seed, one epoch) with orphaned temporaries beforehand."""
+  """One finished run (equal, one seed, one epoch, the default engine) with orphaned temporaries
+  beforehand."""
   previous = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
   out = tmp_path_factory.mktemp("run")
   (out / "checkpoints").mkdir()
   (out / ORPHAN).write_text("half")
-  (out / "checkpoints" / "equal_seed0.ckpt.tmp999999999").write_text("half")
+  (out / "checkpoints" / "equal.ckpt.tmp999999999").write_text("half")
   (out / "notes.tmp").write_text("mine")
   argv = ["train", "--methods", "equal", "--out", str(out)] + TINY
   status, stdout, stderr = _main(argv)
@@ -81,7 +83,7 @@ def test_progress_without_a_terminal_is_one_line_per_epoch(finished):
 def test_orphaned_temporaries_of_the_command_are_removed(finished):
   out = finished["out"]
   assert not (out / ORPHAN).exists()
-  assert not (out / "checkpoints" / "equal_seed0.ckpt.tmp999999999").exists()
+  assert not (out / "checkpoints" / "equal.ckpt.tmp999999999").exists()
   assert (out / "notes.tmp").read_text() == "mine"  # not the command's pattern: kept
 
 
@@ -95,7 +97,7 @@ def test_the_same_command_twice_gives_identical_numbers(finished, tmp_path):
 
 
 def test_checkpoint_is_a_fraction_of_the_training_state(finished):
-  path = finished["out"] / "checkpoints" / "equal_seed0.ckpt"
+  path = finished["out"] / "checkpoints" / "equal.ckpt"
   splits = generate_splits(1500, 375, 375, seed=0, conversion_rate=0.2)
   config = RunConfig(
     model="mmoe", method="equal", model_kwargs=cli.model_kwargs("mmoe", "small", 0.2)
@@ -136,7 +138,7 @@ def test_resume_with_other_data_is_refused(finished):
 def test_truncated_checkpoint_is_named_in_a_one_line_error(finished, tmp_path):
   out = tmp_path / "run"
   shutil.copytree(finished["out"], out)
-  checkpoint = out / "checkpoints" / "equal_seed0.ckpt"
+  checkpoint = out / "checkpoints" / "equal.ckpt"
   checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
   argv = [a if a != str(finished["out"]) else str(out) for a in finished["argv"]]
   status, _, stderr = _main(argv + ["--resume"])
@@ -163,9 +165,46 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
   assert resumed["test"] == straight["test"] and resumed["log"] == straight["log"]
 
 
-def test_a_diverging_run_is_recorded_and_the_others_still_run(tmp_path):
+def test_resumed_seeds_of_the_sweep_engine_are_bit_identical_to_uninterrupted_ones(tmp_path):
+  splits = generate_splits(128, 96, 96, seed=3, click_rate=0.3, conversion_rate=0.3)
+  tiny = dict(embed_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(4,), dropout=0.2)
+  config = dict(model="mmoe", method="pub", batch_size=32, learning_rate=1e-2, model_kwargs=tiny)
+  config.update(log_every=2)
+  checkpoint = str(tmp_path / "pub.ckpt")
+  first = run_seeds(RunConfig(epochs=1, **config), splits, (0, 1), checkpoint=checkpoint)
+  assert [r["epochs_run"] for r in first] == [1, 1]
+  resumed = run_seeds(RunConfig(epochs=2, **config), splits, (0, 1), checkpoint=checkpoint)
+  straight = run_seeds(RunConfig(epochs=2, **config), splits, (0, 1), progress=False)
+  strip = lambda r: [{k: v for k, v in e.items() if k != "train_seconds"} for e in r]
+  for a, b in zip(resumed, straight):
+    assert a["epochs_run"] == b["epochs_run"] == 2
+    assert strip(a["val_history"]) == strip(b["val_history"])
+    assert a["test"] == b["test"] and a["log"] == b["log"]
+    assert a.keys() == {
+      "config",
+      "test",
+      "best_epoch",
+      "epochs_run",
+      "val_history",
+      "log",
+      "diverged",
+    }
+  assert resumed[0]["test"] != resumed[1]["test"]  # two seeds, two runs
+  assert [e["step"] for e in straight[0]["log"]] == [0, 2, 3, 4, 6, 7]  # every 2nd and each last
+
+
+def test_sparse_embeddings_train_with_the_loop_and_say_so(capsys):
+  args = cli.build_parser().parse_args(["train", "--sparse-embeddings"])
+  assert cli.engine_for(args) == "loop"
+  assert "--sparse-embeddings trains each seed in its own loop" in capsys.readouterr().err
+  args = cli.build_parser().parse_args(["train"])
+  assert (args.engine, args.seeds, cli.engine_for(args)) == ("sweep", 3, "sweep")
+
+
+@pytest.mark.parametrize("engine", cli.ENGINES)
+def test_a_diverging_run_is_recorded_and_the_others_still_run(tmp_path, engine):
   out = tmp_path / "run"
-  argv = ["train", "--methods", "equal,pub", "--out", str(out)] + TINY
+  argv = ["train", "--methods", "equal,pub", "--out", str(out), "--engine", engine] + TINY
   status, stdout, stderr = _main(argv + ["--lr", "equal=1e30,pub=1e-2"])
   assert status == 1
   report = json.loads((out / "results.json").read_text())
