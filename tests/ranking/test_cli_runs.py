@@ -165,16 +165,18 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
   assert resumed["test"] == straight["test"] and resumed["log"] == straight["log"]
 
 
-def test_resumed_seeds_of_the_sweep_engine_are_bit_identical_to_uninterrupted_ones(tmp_path):
-  splits = generate_splits(128, 96, 96, seed=3, click_rate=0.3, conversion_rate=0.3)
-  tiny = dict(embed_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(4,), dropout=0.2)
-  config = dict(model="mmoe", method="pub", batch_size=32, learning_rate=1e-2, model_kwargs=tiny)
-  config.update(log_every=2)
-  checkpoint = str(tmp_path / "pub.ckpt")
-  first = run_seeds(RunConfig(epochs=1, **config), splits, (0, 1), checkpoint=checkpoint)
-  assert [r["epochs_run"] for r in first] == [1, 1]
-  resumed = run_seeds(RunConfig(epochs=2, **config), splits, (0, 1), checkpoint=checkpoint)
-  straight = run_seeds(RunConfig(epochs=2, **config), splits, (0, 1), progress=False)
+def test_resumed_seeds_of_the_sweep_engine_are_bit_identical_to_uninterrupted_ones(
+  finished, tmp_path
+):
+  # The settings of the finished command's run, so the engine's compiled programs are reused.
+  splits = generate_splits(1500, 375, 375, seed=0, conversion_rate=0.2)
+  config = dict(model="mmoe", method="equal", batch_size=256, learning_rate=1e-2, log_every=2)
+  config.update(model_kwargs=cli.model_kwargs("mmoe", "small", 0.2))
+  checkpoint = str(tmp_path / "equal.ckpt")
+  first = run_seeds(RunConfig(epochs=1, **config), splits, (0,), checkpoint=checkpoint)
+  assert [r["epochs_run"] for r in first] == [1]
+  resumed = run_seeds(RunConfig(epochs=2, **config), splits, (0,), checkpoint=checkpoint)
+  straight = run_seeds(RunConfig(epochs=2, **config), splits, (0,), progress=False)
   strip = lambda r: [{k: v for k, v in e.items() if k != "train_seconds"} for e in r]
   for a, b in zip(resumed, straight):
     assert a["epochs_run"] == b["epochs_run"] == 2
@@ -189,8 +191,7 @@ def test_resumed_seeds_of_the_sweep_engine_are_bit_identical_to_uninterrupted_on
       "log",
       "diverged",
     }
-  assert resumed[0]["test"] != resumed[1]["test"]  # two seeds, two runs
-  assert [e["step"] for e in straight[0]["log"]] == [0, 2, 3, 4, 6, 7]  # every 2nd and each last
+  assert [e["step"] for e in straight[0]["log"]] == [0, 2, 4, 5, 7, 9]  # every 2nd and each last
 
 
 def test_sparse_embeddings_train_with_the_loop_and_say_so(capsys):
@@ -201,10 +202,9 @@ def test_sparse_embeddings_train_with_the_loop_and_say_so(capsys):
   assert (args.engine, args.seeds, cli.engine_for(args)) == ("sweep", 3, "sweep")
 
 
-@pytest.mark.parametrize("engine", cli.ENGINES)
-def test_a_diverging_run_is_recorded_and_the_others_still_run(tmp_path, engine):
+def test_a_diverging_run_is_recorded_and_the_others_still_run(tmp_path):
   out = tmp_path / "run"
-  argv = ["train", "--methods", "equal,pub", "--out", str(out), "--engine", engine] + TINY
+  argv = ["train", "--methods", "equal,pub", "--out", str(out)] + TINY
   status, stdout, stderr = _main(argv + ["--lr", "equal=1e30,pub=1e-2"])
   assert status == 1
   report = json.loads((out / "results.json").read_text())
