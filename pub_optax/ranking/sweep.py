@@ -15,6 +15,11 @@ share that order.
 Early stopping is per member, on the validation mean AUC (exact, on the host) with
 ``patience``; a member that stopped keeps its best parameters and its later updates are
 masked, so the program keeps one shape until every member has stopped.
+
+:func:`sweep` trains a grid and returns one result per member; :func:`run_seeds` is
+:func:`~pub_optax.ranking.experiment.run` for several seeds of one configuration (the
+``pub-optax train`` default), with ``run``'s sampled log, divergence records and a resumable
+checkpoint.
 """
 
 from __future__ import annotations
