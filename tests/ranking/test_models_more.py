@@ -335,7 +335,8 @@ def test_single_task_row_sparse_tables_train_like_dense():
 
 # --------------------------------------------------------------------------- the command
 
-TINY = ["--rows", "1500", "--batch-size", "256", "--lr", "1e-2", "--epochs", "1", "--no-progress"]
+TINY = ["--rows", "1500", "--batch-size", "256", "--lr", "1e-2", "--epochs", "1", "--seeds", "1"]
+TINY += ["--no-progress"]
 
 
 def _main(argv) -> tuple[int, str, str]:
