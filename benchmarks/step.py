@@ -6,7 +6,8 @@ tables of 10 to 100 000 ids, 63 numerical features), batch 2048. For K > 2 tasks
 are the two real ones repeated, each copy with 5 % of its labels flipped independently (the
 step's cost does not depend on label values). Sweep: K = 2, 4, 8 tasks at the paper's embedding
 width 128, and widths 16, 32, 64 at K = 2 (``--embed-dims``/``--tasks`` run any grid). ``--quick``:
-a small MMoE (4 fields, 2 experts of width 32, batch 256), width 8, K = 2.
+a small MMoE (4 fields, 2 experts of width 32, batch 256), width 8, K = 2, compiled without
+XLA's optimisation passes.
 
 Every method is one jitted step ``(params, rest, state, batch) -> (params, rest, state,
 losses)`` with params, model state and optimizer state donated, as in a training loop:
@@ -656,6 +657,10 @@ def main(argv=None) -> int:
   parser.add_argument("--batch-size", type=int, help="rows per batch")
   args = parser.parse_args(argv)
   cfg = dict(QUICK if args.quick else FULL, quick=args.quick, balance_floor=args.balance_floor)
+  # Compilation dominates at the quick sizes, whose figures check that the script runs, not
+  # the speed: XLA's optimisation passes are skipped there (the lowered programs it reports
+  # are taken before those passes either way).
+  jax.config.update("jax_disable_most_optimizations", args.quick)
   if args.grads:
     cfg.update(GRADS_QUICK if args.quick else GRADS, grads=True)
   if args.batch_size:

@@ -13,7 +13,7 @@ from pub_optax.ranking.models import MODEL_NAMES
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
-SMALL = ["--rows", "3000", "--batch-size", "256", "--lr", "1e-2", "--no-progress"]
+SMALL = ["--rows", "1500", "--batch-size", "256", "--lr", "1e-2", "--no-progress"]
 
 
 def test_train_writes_table_json_and_png(tmp_path, capsys):
