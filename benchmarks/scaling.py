@@ -198,12 +198,18 @@ COLUMNS = [
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="small model, few rounds (< 1 min)")
+  parser.add_argument(
+    "--quick", action="store_true", help="small model, few rounds, unoptimised XLA (< 1 min)"
+  )
   parser.add_argument(
     "--json", metavar="PATH", help="write every figure and the configuration here"
   )
   args = parser.parse_args(argv)
   cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
+  # Compilation dominates at the quick sizes, whose figures check that the script runs and that
+  # every device count trains to the same parameters, not the speed: XLA's optimisation passes
+  # are skipped there.
+  jax.config.update("jax_disable_most_optimizations", args.quick)
   start = time.perf_counter()
   rows = run(cfg)
   info = common.machine_info(packages=("jax", "jaxlib", "numpy", "optax", "flax"))

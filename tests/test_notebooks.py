@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ executes without a cell error (small sizes: PUB_OPTAX_NOTEBOOK_SMALL=1).
+"""Every notebook in notebooks/ executes without a cell error (small sizes: PUB_OPTAX_NOTEBOOK_SMALL=1,
+and XLA's optimisation passes skipped).
 
 Each notebook runs from a temporary copy (its working directory is the temporary folder, so
 nothing it writes lands in the repository) in a ``python3`` kernel that runs this interpreter
@@ -50,6 +51,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
   shutil.copy(path, copy)
   _kernel_for_this_python(tmp_path, monkeypatch)
   monkeypatch.setenv("PUB_OPTAX_NOTEBOOK_SMALL", "1")
+  # Compilation is most of a small notebook's time, and no cell's success depends on XLA's
+  # optimisation passes, so the kernel skips them.
+  monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
   monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 

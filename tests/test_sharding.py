@@ -38,8 +38,6 @@ import sys
 
 import pytest
 
-# One worker computes the module's shared fixtures (pytest-xdist's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("sharding")
 DEVICES = 8
 STEPS = 20
 BATCH = 256  # 32 rows per device

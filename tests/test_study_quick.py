@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-# One worker computes the module's shared fixtures (pytest-xdist's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("study_quick")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "study.py")
 

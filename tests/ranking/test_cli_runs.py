@@ -15,8 +15,7 @@ from pub_optax.ranking.data import generate_splits
 from pub_optax.ranking.experiment import CheckpointError, RunConfig, run
 from pub_optax.ranking.sweep import run_seeds
 
-# One worker computes the module's shared fixtures (pytest-xdist's --dist loadgroup).
-pytestmark = [pytest.mark.usefixtures("fast_compiles"), pytest.mark.xdist_group("cli_runs")]
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 TINY = ["--rows", "1500", "--batch-size", "256", "--lr", "1e-2", "--epochs", "1", "--seeds", "1"]
 ORPHAN = "results.json.tmp999999999"  # the temporary of a writer that no longer runs

@@ -16,8 +16,7 @@ from pub_optax.ranking.models import build_model
 from pub_optax.ranking.sweep import SweepEngine, sweep
 from pub_optax.ranking.train import Trainer, train_batches
 
-# One worker computes the module's shared fixtures (pytest-xdist's --dist loadgroup).
-pytestmark = [pytest.mark.usefixtures("fast_compiles"), pytest.mark.xdist_group("sweep")]
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 TINY = dict(embed_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(4,), dropout=0.2)
 TINY_LN = dict(TINY, norm="layer")
