@@ -471,6 +471,20 @@ def _train_epoch(trainer, config, splits, current, info, progress) -> dict:
   return {"params": params, "rest": rest, "opt_state": opt_state}
 
 
+def new_progress() -> dict:
+  """A run's progress before its first epoch: epochs done, best validation mean AUC and its
+  epoch, epochs without improvement, steps taken, validation history and sampled step log."""
+  return {
+    "epoch": 0,
+    "best_val": float("-inf"),
+    "best_epoch": -1,
+    "bad_epochs": 0,
+    "steps": 0,
+    "val_history": [],
+    "log": [],
+  }
+
+
 def _is_better(value: float, info: dict) -> bool:
   """The first epoch is always the best so far; a later one when its score is higher."""
   return info["best_epoch"] < 0 or (np.isfinite(value) and value > info["best_val"])
@@ -521,15 +535,7 @@ def run(
     "opt_state": trainer.tx.init(trainer.params),
   }
   current, best = initial, {"params": trainer.params, "rest": trainer.rest}
-  info = {
-    "epoch": 0,
-    "best_val": float("-inf"),
-    "best_epoch": -1,
-    "bad_epochs": 0,
-    "steps": 0,
-    "val_history": [],
-    "log": [],
-  }
+  info = new_progress()
   fingerprint = data_fingerprint(splits)
   if checkpoint and os.path.exists(checkpoint):
     current, best, info = load_checkpoint(checkpoint, run_settings(config), fingerprint, initial)

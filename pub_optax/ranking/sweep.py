@@ -45,6 +45,7 @@ from pub_optax.ranking.experiment import (
   _Progress,
   data_fingerprint,
   load_checkpoint,
+  new_progress,
   run_settings,
   save_checkpoint,
 )
@@ -480,16 +481,7 @@ def sweep(
 def _new_member() -> dict:
   """A member's progress: the ``info`` of :func:`~pub_optax.ranking.experiment.run` and
   ``diverged`` (``None``, or the epoch, step and reason)."""
-  return {
-    "epoch": 0,
-    "best_val": float("-inf"),
-    "best_epoch": -1,
-    "bad_epochs": 0,
-    "steps": 0,
-    "val_history": [],
-    "log": [],
-    "diverged": None,
-  }
+  return {**new_progress(), "diverged": None}
 
 
 def _continues(info: dict, config: RunConfig) -> bool:
