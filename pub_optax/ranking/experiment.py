@@ -485,6 +485,20 @@ def new_progress() -> dict:
   }
 
 
+def record_validation(info: dict, val: dict, seconds: float) -> bool:
+  """Adds an epoch's validation metrics to a run's progress (its epoch and training time
+  added to ``val``) and advances early stopping; returns whether the epoch is the best so far."""
+  val.update(epoch=info["epoch"] + 1, train_seconds=seconds)
+  info["val_history"].append(val)
+  better = _is_better(val["mean_auc"], info)
+  if better:
+    info.update(best_val=val["mean_auc"], best_epoch=val["epoch"], bad_epochs=0)
+  else:
+    info["bad_epochs"] += 1
+  info["epoch"] = val["epoch"]
+  return better
+
+
 def _is_better(value: float, info: dict) -> bool:
   """The first epoch is always the best so far; a later one when its score is higher."""
   return info["best_epoch"] < 0 or (np.isfinite(value) and value > info["best_val"])
@@ -552,15 +566,8 @@ def run(
       diverged = {"epoch": err.epoch, "step": err.step, "reason": err.reason}
       break
     val = trainer.evaluate(current["params"], current["rest"], splits["val"], config.batch_size)
-    val["epoch"] = info["epoch"] + 1
-    val["train_seconds"] = time.time() - t0
-    info["val_history"].append(val)
-    if _is_better(val["mean_auc"], info):
-      info.update(best_val=val["mean_auc"], best_epoch=val["epoch"], bad_epochs=0)
+    if record_validation(info, val, time.time() - t0):
       best = {"params": current["params"], "rest": current["rest"]}
-    else:
-      info["bad_epochs"] += 1
-    info["epoch"] = val["epoch"]
     if on_epoch:
       on_epoch({**val, "best": info["best_epoch"] == val["epoch"]})
     if checkpoint:

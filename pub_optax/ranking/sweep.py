@@ -41,11 +41,11 @@ from pub_optax._training import make_train_step
 from pub_optax.ranking.data.types import RankingData
 from pub_optax.ranking.experiment import (
   RunConfig,
-  _is_better,
   _Progress,
   data_fingerprint,
   load_checkpoint,
   new_progress,
+  record_validation,
   run_settings,
   save_checkpoint,
 )
@@ -536,15 +536,7 @@ def _record_validation(info: dict, val: dict | None, seconds: float) -> bool:
     reason = "non-finite validation predictions"
     info["diverged"] = {"epoch": info["epoch"] + 1, "step": info["steps"] - 1, "reason": reason}
     return False
-  val.update(epoch=info["epoch"] + 1, train_seconds=seconds)
-  info["val_history"].append(val)
-  better = _is_better(val["mean_auc"], info)
-  if better:
-    info.update(best_val=val["mean_auc"], best_epoch=val["epoch"], bad_epochs=0)
-  else:
-    info["bad_epochs"] += 1
-  info["epoch"] = val["epoch"]
-  return better
+  return record_validation(info, val, seconds)
 
 
 def _train_members(engine, config, splits, current, infos, active, show_progress):
