@@ -379,19 +379,21 @@ def bench_config(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
 def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
   """The Gram matrix of K random task vectors over the shared leaves, by each reduction.
 
-  ``gram_matmul_s`` / ``gram_lanes_s``: median seconds of the jitted reduction
-  (``pub_optax._gram.leaf_gram``) summed over the shared leaves; the ``auto`` choice in
-  the PUB step above is ``gram_auto`` (lanes on CPU; small leaves always take the matmul).
+  ``gram_{matmul,lanes,blocks}_s``: median seconds of the jitted reduction
+  (``pub_optax._gram.leaf_gram``) summed over the shared leaves; ``gram_auto`` names the one
+  the PUB step above runs (on CPU lanes for K <= 2 and blocks from K = 3, the matmul
+  elsewhere; small leaves always take the matmul).
   """
   leaves = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(shared)) if m]
   keys = jax.random.split(jax.random.key(1), len(leaves))
   stacked = [jax.random.normal(k, (num_tasks, p.size), jnp.float32) for k, p in zip(keys, leaves)]
   out = {}
-  for reduction in ("matmul", "lanes"):
+  for reduction in ("matmul", "lanes", "blocks"):
     fn = jax.jit(lambda xs, r=reduction: sum(leaf_gram(x, r) for x in xs))
     out[f"gram_{reduction}_s"] = common.time_fn(fn, stacked, repeats=repeats, warmup=1)["median_s"]
-  out["gram_auto"] = "lanes" if jax.default_backend() == "cpu" else "matmul"
-  out["gram_matmul_over_lanes"] = out["gram_matmul_s"] / out["gram_lanes_s"]
+  cpu = "lanes" if num_tasks <= 2 else "blocks"
+  out["gram_auto"] = cpu if jax.default_backend() == "cpu" else "matmul"
+  out["gram_matmul_over_auto"] = out["gram_matmul_s"] / out[f"gram_{out['gram_auto']}_s"]
   del stacked
   return out
 
@@ -524,6 +526,7 @@ def bench_grads(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
     row[f"{name}_over_vmap"] = ratio(name, "vmap")
   row["pub_over_task_grads"] = ratio("pub", "default")
   row["samples_s"] = samples
+  row.update(gram_times(params, resolve_shared(model.shared_mask(), params), num_tasks))
   return row
 
 
@@ -545,6 +548,9 @@ GRAD_COLUMNS = [
   ("loop_over_vmap", "loop/vmap", ".3f"),
   ("pub_over_task_grads", "pub/default", ".3f"),
   ("rounds", "rounds"),
+  ("gram_matmul_s", "gram matmul s", ".4f"),
+  ("gram_lanes_s", "gram lanes s", ".4f"),
+  ("gram_blocks_s", "gram blocks s", ".4f"),
 ]
 
 
@@ -571,6 +577,7 @@ COLUMNS = [
   ("rounds", "rounds"),
   ("gram_matmul_s", "gram matmul s", ".4f"),
   ("gram_lanes_s", "gram lanes s", ".4f"),
+  ("gram_blocks_s", "gram blocks s", ".4f"),
 ]
 
 

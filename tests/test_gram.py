@@ -1,4 +1,4 @@
-"""The Gram reduction: both ways of computing one leaf's ``D Dᵀ`` agree with float64 numpy."""
+"""The Gram reduction: every way of computing one leaf's ``D Dᵀ`` agrees with float64 numpy."""
 
 import jax
 import jax.numpy as jnp
@@ -10,14 +10,15 @@ from pub_optax._gram import gram_matrix, leaf_gram
 
 @pytest.mark.parametrize("k,n", [(2, 1 << 15), (5, 3 * 1024 * 16), (3, 40_000), (4, 1000)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_lanes_and_matmul_agree_with_float64(k, n, dtype):
+def test_every_reduction_agrees_with_float64(k, n, dtype):
   rng = np.random.default_rng(k * n)
   x = rng.normal(size=(k, n)) * rng.uniform(0.1, 10, size=(k, 1))
   x[1] = -0.7 * x[0] + 0.1 * x[1]  # a conflicting pair
   flat = jnp.asarray(x, dtype)
   exact = np.asarray(flat, np.float64) @ np.asarray(flat, np.float64).T
   scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
-  for reduction in ("matmul", "lanes", "auto"):  # (4, 1000) is below the lanes size: matmul
+  # (4, 1000) is below the size of both CPU reductions: matmul; 40,000 columns leave blocks a tail
+  for reduction in ("matmul", "lanes", "blocks", "auto"):
     got = jax.jit(leaf_gram, static_argnums=1)(flat, reduction)
     assert got.dtype == jnp.float32 and got.shape == (k, k)
     # float32 accumulation over n terms: measured <= 3.9e-6 (bf16 inputs, matmul); accumulating
@@ -27,11 +28,11 @@ def test_lanes_and_matmul_agree_with_float64(k, n, dtype):
 
 def test_float64_leaves_stay_float64_and_bad_reduction_is_named(x64):
   flat = jnp.asarray(np.random.default_rng(0).normal(size=(3, 1 << 15)))
-  for reduction in ("matmul", "lanes"):
+  for reduction in ("matmul", "lanes", "blocks"):
     got = leaf_gram(flat, reduction)
     assert got.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(got), np.asarray(flat) @ np.asarray(flat).T, rtol=1e-12)
-  with pytest.raises(ValueError, match="reduction must be 'auto', 'matmul' or 'lanes', got 'dot'"):
+  with pytest.raises(ValueError, match="reduction must be one of .*'blocks'.*, got 'dot'"):
     leaf_gram(jnp.ones((2, 4)), "dot")
 
 

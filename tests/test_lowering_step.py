@@ -4,7 +4,7 @@ The default PUB step (value_and_task_grads, vmapped Adam look-aheads, Gram matri
 weighted sum, committed Adam step) must lower for CUDA (and TPU when it lowers) with no
 ``stablehlo.while`` (each trip would send the loop condition to the host), no run-time
 ``stablehlo.case``, no solver library call, and the matmul Gram reduction rather than the CPU's
-lane reduction; on CPU the solver keeps its loop.
+lanes or blocks; on CPU the solver keeps its loop.
 """
 
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ from test_lowering import _solver_calls, count_ops, lowered_text
 
 import pub_optax
 
-LANES = 1 << 15  # leaves at least this long take the lane reduction on CPU
+LANES = 1 << 15  # leaves at least this long take a CPU Gram reduction (lanes or blocks)
 
 
 def _step(k: int):
