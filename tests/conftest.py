@@ -1,4 +1,5 @@
-"""Shared fixtures: float64 on demand, without leaking x64 mode into other tests."""
+"""Shared fixtures: float64 on demand, without leaking x64 mode into other tests, and JAX's
+caches dropped after every module (``fast_compiles`` is in the repository's root conftest)."""
 
 import jax
 import pytest
@@ -9,16 +10,6 @@ def x64():
   """Runs the test body with 64-bit JAX types enabled."""
   with jax.enable_x64(True):
     yield
-
-
-@pytest.fixture
-def fast_compiles():
-  """Skips XLA's optimisation passes: for files where compilation dominates and the
-  properties tested do not depend on optimised code (the setting is restored after)."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
 
 
 @pytest.fixture(autouse=True, scope="module")

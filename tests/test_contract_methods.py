@@ -92,20 +92,15 @@ def transformation(name: str, inject: bool = False) -> optax.GradientTransformat
 TRACES: dict = {}
 
 
-def jitted_step(name: str, dtype_name: str = "float32", inject: bool = False):
-  """``step(params, state) -> (params, state, updates)``, jitted once per method; traces counted."""
-  return _jitted_step(name, dtype_name, inject)
-
-
 @functools.cache
-def _jitted_step(name, dtype_name, inject):
-  tx = transformation(name, inject)
-  key = (name, dtype_name, inject)
-  TRACES[key] = 0
+def jitted_step(name: str):
+  """``step(params, state) -> (params, state, updates)``, jitted once per method; traces counted."""
+  tx = transformation(name)
+  TRACES[name] = 0
 
   @jax.jit
   def step(params, state):
-    TRACES[key] += 1
+    TRACES[name] += 1
     losses, grads = task_grads(params)
     updates, state = tx.update(grads, state, params, task_losses=losses)
     return optax.apply_updates(params, updates), state, updates
@@ -113,16 +108,27 @@ def _jitted_step(name, dtype_name, inject):
   return step
 
 
-def run_steps(name, steps, dtype=jnp.float32, inject=False, params=None, state=None):
+def run_steps(name, steps, params=None, state=None):
   """``steps`` jitted steps from the initial params; the params, state and updates of each."""
-  step = jitted_step(name, jnp.dtype(dtype).name, inject)
-  params = initial_params(dtype) if params is None else params
-  state = transformation(name, inject).init(params) if state is None else state
+  step = jitted_step(name)
+  params = initial_params() if params is None else params
+  state = transformation(name).init(params) if state is None else state
   history = []
   for _ in range(steps):
     params, state, updates = step(params, state)
     history.append((params, state, updates))
   return history
+
+
+@functools.cache
+def guarded_injected(name: str):
+  """``(tx, update)``: the method with an injected learning rate inside ``apply_if_finite``,
+  its update jitted once. One program serves the injected-rate and the non-finite-step
+  properties (compiling is most of each test's time)."""
+  tx = pub_optax.apply_if_finite(transformation(name, inject=True), 3)
+  return tx, jax.jit(
+    lambda params, state, grads, losses: tx.update(grads, state, params, task_losses=losses)
+  )
 
 
 def dtypes(tree):
@@ -191,10 +197,10 @@ def test_unknown_extra_args_are_accepted(name):
 def test_no_recompilation_on_second_jitted_call(name):
   step = jitted_step(name)
   params, state, _ = run_steps(name, 1)[-1]
-  traces, compiled = TRACES[name, "float32", False], step._cache_size()
+  traces, compiled = TRACES[name], step._cache_size()
   for _ in range(2):
     params, state, _ = step(params, state)
-  assert TRACES[name, "float32", False] == traces == 1
+  assert TRACES[name] == traces == 1
   assert step._cache_size() == compiled == 1
 
 
@@ -207,24 +213,29 @@ def test_map_params_on_init_state_is_a_noop(name):
 
 @pytest.mark.parametrize("name", _cases("inject_hyperparams"))
 def test_injected_learning_rate_gives_the_plain_updates(name):
-  plain = run_steps(name, 3)
-  injected = run_steps(name, 3, inject=True)
-  assert float(injected[-1][1].hyperparams["learning_rate"]) == pytest.approx(LR)
-  for (p1, s1, u1), (p2, s2, u2) in zip(plain, injected):
+  tx, update = guarded_injected(name)  # apply_if_finite passes finite steps through unchanged
+  params = initial_params()
+  state = init = tx.init(params)
+  for p1, s1, u1 in run_steps(name, 3):
+    losses, grads = jit_task_grads(params)
+    updates, state = update(params, state, grads, losses)
+    params = optax.apply_updates(params, updates)
     # Float hyper-parameters become float32 arrays in the injected state: a few ulps apart.
-    assert_trees_close(u2, u1, rtol=1e-5, atol=1e-7)
-    assert_trees_close(p2, p1, rtol=1e-5, atol=1e-7)
-    assert_trees_close(pub_optax.balance_state(s2), pub_optax.balance_state(s1), 1e-4, 1e-6)
-    assert dtypes(u2) == dtypes(u1)
+    assert_trees_close(updates, u1, rtol=1e-5, atol=1e-7)
+    assert_trees_close(params, p1, rtol=1e-5, atol=1e-7)
+    assert_trees_close(pub_optax.balance_state(state), pub_optax.balance_state(s1), 1e-4, 1e-6)
+    assert dtypes(updates) == dtypes(u1)
+  injected = state.inner_state
+  assert float(injected.hyperparams["learning_rate"]) == pytest.approx(LR)
   # It keeps its state's dtypes too, and takes unknown extra arguments like the plain one.
+  assert dtypes(injected) == dtypes(init.inner_state)
   tx = transformation(name, inject=True)
-  init = tx.init(initial_params())
-  assert dtypes(injected[-1][1]) == dtypes(init)
   losses, grads = jit_task_grads(initial_params())
   updates, state = jax.eval_shape(
-    lambda s: tx.update(grads, s, initial_params(), task_losses=losses, some_extra=3), init
+    lambda s: tx.update(grads, s, initial_params(), task_losses=losses, some_extra=3),
+    init.inner_state,
   )
-  assert dtypes(state) == dtypes(init)
+  assert dtypes(state) == dtypes(init.inner_state)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
@@ -404,17 +415,9 @@ def test_row_sparse_table_gradients_give_the_dense_state(name):
 # ----------------------------------------------------------------------------- non-finite steps
 
 
-@functools.cache
-def finite_guarded(name):
-  tx = pub_optax.apply_if_finite(transformation(name), 3)
-  return tx, jax.jit(
-    lambda params, state, grads, losses: tx.update(grads, state, params, task_losses=losses)
-  )
-
-
 @pytest.mark.parametrize("name", _cases("apply_if_finite"))
 def test_apply_if_finite_leaves_params_and_state_untouched_on_nan(name):
-  tx, update = finite_guarded(name)
+  tx, update = guarded_injected(name)
   params = initial_params()
   state = tx.init(params)
   losses, grads = jit_task_grads(params)
