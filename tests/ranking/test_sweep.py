@@ -22,14 +22,16 @@ TINY = dict(embed_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(4,), dropout
 TINY_LN = dict(TINY, norm="layer")
 BATCH = 32
 # float32: the vmapped program may round differently from the unvmapped one. Measured after
-# 8 steps: 4.1e-6 on the parameters; the member of the other rate is 0.23 away, one Adam step 3e-2.
+# 8 steps: 1.1e-6 on the parameters; the member of the other rate is 0.23 away, one Adam step 3e-2.
 PARAM_TOL = 5e-5
 AUC_TOL = 1e-6  # measured 0: the validation AUCs came out equal
 
 
 @pytest.fixture(scope="module")
 def splits():
-  return generate_splits(4 * BATCH, 96, 96, seed=3)
+  """Four categorical fields, not the schema's 16: what the engine does is the same for any
+  number of tables, and its programs compile in about half the time."""
+  return generate_splits(4 * BATCH, 96, 96, seed=3, n_categorical=4)
 
 
 def _config(method: str, **changes) -> RunConfig:
@@ -129,11 +131,11 @@ def test_member_matches_trainer_step_for_step(splits):
   ordinary, before_norm = _split_differences(swept, params)
   print(f"max |sweep - Trainer| after 8 steps: {ordinary:.3g} ({before_norm:.3g} before BatchNorm)")
   assert ordinary <= PARAM_TOL
-  assert before_norm <= 8 * 3e-2  # at most one learning rate per Adam step; measured 0.041
+  assert before_norm <= 8 * 3e-2  # at most one learning rate per Adam step; measured 0.12
   np.testing.assert_allclose(state.weights[member], weights, atol=PARAM_TOL)
   # Each member carries its own BatchNorm statistics and dropout counters: the variances and
   # counters agree to float32 rounding (measured 0 and < 1e-6), the running means follow the
-  # biases before BatchNorm (measured 0.013), bounded as those; a member whose model state were
+  # biases before BatchNorm (measured 0.034), bounded as those; a member whose model state were
   # not carried would keep variances of 1 and counters of 0.
   others, means = _state_differences(jax.tree.map(lambda leaf: leaf[member], state.rest), rest)
   print(f"max |sweep - Trainer| of the model state: {others:.3g} ({means:.3g} running means)")
@@ -143,13 +145,13 @@ def test_member_matches_trainer_step_for_step(splits):
   assert _max_difference(jax.tree.map(lambda leaf: leaf[member - 1], state.params), params) > 1e-3
 
 
-# A grid calibrated by measurement (seed 3 of these splits, patience 1): the validation mean AUC
-# of rate 3e-3 peaks at epoch 1, of 1e-2 at epoch 4, of 3e-2 at epoch 5, so the members stop
-# after epochs 2, 5 and 6; rate 1e10 makes every prediction non-finite in epoch 1 (1e6 does not).
+# A grid calibrated by measurement (seed 1 of these splits, patience 1): the validation mean AUC
+# of rate 1e-3 peaks at epoch 5, of 1e-2 at epoch 2, of 1e-1 at epoch 1, so the members stop
+# after epochs 6, 3 and 2; rate 1e10 makes every prediction non-finite in epoch 1 (1e6 does not).
 # LayerNorm instead of BatchNorm: no bias feeds a normalisation that cancels it, whose zero
 # gradient Adam would turn into rounding noise of the size of the learning rate.
-STOPPING = dict(seeds=(3,), epochs=6, batch_size=BATCH, patience=1, model_kwargs=TINY_LN)
-STOPPING_RATES = (3e-3, 1e-2, 3e-2)
+STOPPING = dict(seeds=(1,), epochs=6, batch_size=BATCH, patience=1, model_kwargs=TINY_LN)
+STOPPING_RATES = (1e-3, 1e-2, 1e-1)
 DIVERGING_RATE = 1e10
 
 
@@ -157,7 +159,9 @@ DIVERGING_RATE = 1e10
 def labelled_splits():
   """Splits whose validation and test rows hold both classes of both tasks (the default rates
   leave no conversion among 96 validation rows, so every validation mean AUC would be NaN)."""
-  return generate_splits(4 * BATCH, 96, 96, seed=3, click_rate=0.3, conversion_rate=0.3)
+  return generate_splits(
+    4 * BATCH, 96, 96, seed=1, click_rate=0.3, conversion_rate=0.3, n_categorical=4
+  )
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +178,7 @@ def stopping_grid(labelled_splits):
     without = sweep("mmoe", "equal", labelled_splits, learning_rates=STOPPING_RATES, **STOPPING)
     references = [
       run(
-        _config("equal", seed=3, learning_rate=rate, epochs=6, patience=1, model_kwargs=TINY_LN),
+        _config("equal", seed=1, learning_rate=rate, epochs=6, patience=1, model_kwargs=TINY_LN),
         labelled_splits,
         progress=False,
         on_divergence="record",
@@ -190,7 +194,7 @@ def test_validation_and_test_metrics_match_run(stopping_grid):
     swept = [v["mean_auc"] for v in member["val_history"]]
     looped = [v["mean_auc"] for v in reference["val_history"]]
     assert np.isfinite(swept).all()
-    # Measured: equal validation and test AUCs, test log-losses within 9e-9 (float32 rounding
+    # Measured: equal validation and test AUCs, test log-losses within 1.8e-8 (float32 rounding
     # of the vmapped program); bounds 1e-6 on AUC, 1e-6 on log-loss.
     np.testing.assert_allclose(swept, looped, rtol=0, atol=AUC_TOL)
     for key, value in reference["test"].items():
@@ -203,11 +207,11 @@ def test_early_stopping_matches_run_member_by_member(stopping_grid):
   finite, looped = results[:3], references[:3]
   assert [r["config"]["learning_rate"] for r in finite] == list(STOPPING_RATES)
   # the grid is calibrated: its members stop at different epochs, two before the last
-  assert [r["best_epoch"] for r in finite] == [1, 4, 5]
-  assert [r["epochs_run"] for r in finite] == [2, 5, 6]
+  assert [r["best_epoch"] for r in finite] == [5, 2, 1]
+  assert [r["epochs_run"] for r in finite] == [6, 3, 2]
   assert [r["best_epoch"] for r in finite] == [r["best_epoch"] for r in looped]
   assert [r["epochs_run"] for r in finite] == [r["epochs_run"] for r in looped]
-  assert [len(r["val_history"]) for r in finite] == [2, 5, 6]
+  assert [len(r["val_history"]) for r in finite] == [6, 3, 2]
   for member in finite:  # the test metrics are the best epoch's, not the last one's
     best = member["val_history"][member["best_epoch"] - 1]["mean_auc"]
     assert best == member["best_val_mean_auc"] == max(v["mean_auc"] for v in member["val_history"])
