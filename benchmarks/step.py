@@ -381,7 +381,7 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
 
   ``gram_{matmul,lanes,blocks}_s``: median seconds of the jitted reduction
   (``pub_optax._gram.leaf_gram``) summed over the shared leaves; ``gram_auto`` names the one
-  the PUB step above runs (on CPU lanes for K <= 2 and blocks from K = 3, the matmul
+  the PUB step above runs (on CPU lanes for K <= 3 and blocks from K = 4, the matmul
   elsewhere; small leaves always take the matmul).
   """
   leaves = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(shared)) if m]
@@ -391,7 +391,7 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
   for reduction in ("matmul", "lanes", "blocks"):
     fn = jax.jit(lambda xs, r=reduction: sum(leaf_gram(x, r) for x in xs))
     out[f"gram_{reduction}_s"] = common.time_fn(fn, stacked, repeats=repeats, warmup=1)["median_s"]
-  cpu = "lanes" if num_tasks <= 2 else "blocks"
+  cpu = "lanes" if num_tasks <= 3 else "blocks"
   out["gram_auto"] = cpu if jax.default_backend() == "cpu" else "matmul"
   out["gram_matmul_over_auto"] = out["gram_matmul_s"] / out[f"gram_{out['gram_auto']}_s"]
   del stacked

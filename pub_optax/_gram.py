@@ -16,9 +16,9 @@ Array = jax.Array
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 # XLA:CPU runs the skinny (K x n)(n x K) product of a large leaf far below its speed on small
-# blocks. Two CPU reductions do better, each where it is measured faster: for K <= 2, cutting
+# blocks. Two CPU reductions do better, each where it is measured faster: for K <= 3, cutting
 # the long axis into independent lanes and reducing elementwise products (K^2 products per
-# coordinate, which vectorise); for K >= 3, a loop over column blocks that fit in cache, one
+# coordinate, which vectorise); for K >= 4, a loop over column blocks that fit in cache, one
 # small (K x b)(b x K) product each. GPUs and TPUs run the one matmul well (and a loop there
 # would return to the host every trip), so "auto" keeps it everywhere but on CPU. The choice
 # is made by the platform the program is lowered for (lax.platform_dependent), not by the
@@ -27,7 +27,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 _LANES = 1024
 _LANES_FROM = 1 << 15
 _BLOCK = 8192
-_LANES_UP_TO_TASKS = 2
+_LANES_UP_TO_TASKS = 3
 _REDUCTIONS = ("auto", "matmul", "lanes", "blocks")
 
 
@@ -74,7 +74,7 @@ def leaf_gram(flat: Array, reduction: str = "auto") -> Array:
     then over the lanes. Needs 16 or more lanes; otherwise the matmul.
   * ``"blocks"``: a ``jax.lax.fori_loop`` over blocks of 8,192 columns, adding one
     ``(K, b) @ (b, K)`` product per block (the remainder in one more product).
-  * ``"auto"``: on CPU, lanes for K ≤ 2 and blocks for K ≥ 3; the matmul on every
+  * ``"auto"``: on CPU, lanes for K ≤ 3 and blocks for K ≥ 4; the matmul on every
     other platform, chosen with :func:`jax.lax.platform_dependent` when the program is
     lowered, so a step traced on a CPU host for a GPU (export, ahead-of-time
     compilation) carries the matmul.
