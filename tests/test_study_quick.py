@@ -19,6 +19,7 @@ def quick(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("study")
   out, runs = tmp / "study.json", tmp / "runs.jsonl"
   cmd = [sys.executable, SCRIPT, "--quick", "--json", str(out), "--runs", str(runs)]
+  cmd += ["--pairs", "pub:equal"]
   subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300, cwd=ROOT)
   with open(out, encoding="utf-8") as f:
     result = json.load(f)
@@ -88,3 +89,17 @@ def test_runs_file_resumes(quick):
     second = json.load(f)
   assert second["sweeps_run"] == 0
   assert second["summary"]["pooled"] == result["summary"]["pooled"]
+
+
+def test_a_pair_with_equal_gives_the_pooled_differences_against_equal(quick):
+  result, _, _ = quick
+  pair, pooled = result["pairs"]["pub vs equal"], result["summary"]["pooled"]["pub"]
+  for key in ("ctr_auc", "ctcvr_auc", "mean_auc"):
+    for stat in ("mean", "half_width", "n"):
+      assert pair[key][stat] == pytest.approx(pooled[key][stat], nan_ok=True), (key, stat)
+
+
+def test_a_pair_naming_a_method_not_studied_is_refused():
+  cmd = [sys.executable, SCRIPT, "--quick", "--methods", "pub", "--pairs", "pub:famo"]
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert out.returncode != 0 and "--pairs: 'pub:famo' must be A:B" in out.stderr
