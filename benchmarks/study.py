@@ -490,6 +490,17 @@ def _ci(d: dict | None) -> str:
   return f"{_f(d['mean'], '{:+.4f}')} [{_f(d['ci_low'], '{:+.4f}')}, {_f(d['ci_high'], '{:+.4f}')}]"
 
 
+def _pooled_row(label: str, pooled: dict) -> str:
+  """The cells of one pooled comparison, from the label to the CTCVR difference."""
+  mm = pooled["mean_auc"]
+  return (
+    f"| {label} | {mm['settings']} | {mm['n']} | {_f(mm['mean'], '{:+.4f}')} | "
+    f"[{_f(mm['ci_low'], '{:+.4f}')}, {_f(mm['ci_high'], '{:+.4f}')}] | {_f(mm['half_width'])} | "
+    f"{_f(mm['mde'])} | {_f(mm['p'], '{:.3f}')} | "
+    f"{_ci(pooled.get('ctr_auc'))} | {_ci(pooled.get('ctcvr_auc'))} |"
+  )
+
+
 def markdown(result: dict) -> str:
   """A readable report of one study (``result`` as written to ``--json``)."""
   s = result["summary"]
@@ -556,13 +567,9 @@ def markdown(result: dict) -> str:
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for method, p in s["pooled"].items():
-    mm = p["mean_auc"]
     lines.append(
-      f"| {method} | {mm['settings']} | {mm['n']} | {_f(mm['mean'], '{:+.4f}')} | "
-      f"[{_f(mm['ci_low'], '{:+.4f}')}, {_f(mm['ci_high'], '{:+.4f}')}] | {_f(mm['half_width'])} | "
-      f"{_f(mm['mde'])} | {_f(mm['p'], '{:.3f}')} | "
-      f"{_ci(p.get('ctr_auc'))} | {_ci(p.get('ctcvr_auc'))} | "
-      f"{'yes' if p['all_interior'] else 'no'} | {_ci(p.get('at_equal_lr', {}).get('mean_auc'))} |"
+      _pooled_row(method, p) + f" {'yes' if p['all_interior'] else 'no'} | "
+      f"{_ci(p.get('at_equal_lr', {}).get('mean_auc'))} |"
     )
   lines += [""]
   if result.get("pairs"):
@@ -571,17 +578,11 @@ def markdown(result: dict) -> str:
       "",
       "Each method at its own tuned rate, same seeds; pooled as above.",
       "",
-      "| comparison | settings | pairs | Δ mean AUC [95 % CI] | MDE | p | Δ ctr [95 % CI] "
-      "| Δ ctcvr [95 % CI] |",
-      "|---|---|---|---|---|---|---|---|",
+      "| comparison | settings | pairs | Δ mean AUC | 95 % CI | ± half-width | MDE | p "
+      "| Δ ctr [95 % CI] | Δ ctcvr [95 % CI] |",
+      "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, p in result["pairs"].items():
-      mm = p["mean_auc"]
-      lines.append(
-        f"| {label} | {mm['settings']} | {mm['n']} | {_ci(mm)} | {_f(mm['mde'])} | "
-        f"{_f(mm['p'], '{:.3f}')} | {_ci(p.get('ctr_auc'))} | {_ci(p.get('ctcvr_auc'))} |"
-      )
-    lines += [""]
+    lines += [_pooled_row(label, p) for label, p in result["pairs"].items()] + [""]
   for name, block in s["settings"].items():
     d = block["data"]
     lines += [
