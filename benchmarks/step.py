@@ -85,7 +85,7 @@ except ImportError:  # python benchmarks/step.py
 
 import pub_optax
 from pub_optax._balance import resolve_shared
-from pub_optax._gram import leaf_gram, weighted_sum
+from pub_optax._gram import _LANES_UP_TO_TASKS, leaf_gram, weighted_sum
 from pub_optax.ranking.data import generate_aliexpress
 from pub_optax.ranking.models import apply, build_model, split
 from pub_optax.ranking.train import task_losses
@@ -391,7 +391,7 @@ def gram_times(params, shared, num_tasks: int, repeats: int = 5) -> dict:
   for reduction in ("matmul", "lanes", "blocks"):
     fn = jax.jit(lambda xs, r=reduction: sum(leaf_gram(x, r) for x in xs))
     out[f"gram_{reduction}_s"] = common.time_fn(fn, stacked, repeats=repeats, warmup=1)["median_s"]
-  cpu = "lanes" if num_tasks <= 3 else "blocks"
+  cpu = "lanes" if num_tasks <= _LANES_UP_TO_TASKS else "blocks"
   out["gram_auto"] = cpu if jax.default_backend() == "cpu" else "matmul"
   out["gram_matmul_over_auto"] = out["gram_matmul_s"] / out[f"gram_{out['gram_auto']}_s"]
   del stacked
