@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pub_optax._gram import gram_matrix, weighted_sum
+from pub_optax._gram import gram_matrix, task_sum, weighted_sum
 from pub_optax._masks import SharedSpec, resolve_shared, unwrap_variables
 from pub_optax._sparse import TableRows
 from pub_optax._task_axis import check_task_grads, check_task_losses, shape_templates
@@ -303,7 +303,7 @@ class _Step(NamedTuple):
 
     def mix(stacked, w):  # in the gradients' dtype, so the inner state keeps its dtypes
       return jax.tree.map(
-        lambda x, m: (weighted_sum(w, x) if (m or weigh_all) else jnp.sum(x, 0)).astype(x.dtype),
+        lambda x, m: (weighted_sum(w, x) if (m or weigh_all) else task_sum(x)).astype(x.dtype),
         stacked,
         mask,
       )
@@ -327,7 +327,7 @@ class _Step(NamedTuple):
     same incoming rule state (whose second new state is dropped). Per-task states: shared
     leaves take the combined look-aheads, the others ``Σ_k d_k``.
     """
-    summed = lambda stacked: jax.tree.map(lambda x: jnp.sum(x, 0).astype(x.dtype), stacked)
+    summed = lambda stacked: jax.tree.map(lambda x: task_sum(x).astype(x.dtype), stacked)
     if self.per_task_state:
       return _with_shared(summed(vectors), solved.direction, mask), task_states
     combined = solved.direction

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pub_optax._gram import gram_matrix, leaf_gram
+from pub_optax._gram import gram_matrix, leaf_gram, task_sum
 
 
 @pytest.mark.parametrize("k,n", [(2, 1 << 15), (5, 3 * 1024 * 16), (3, 40_000), (4, 1000)])
@@ -48,3 +48,12 @@ def test_gram_matrix_sums_the_masked_leaves():
   np.testing.assert_allclose(np.asarray(gram_matrix(tree, mask)), flat @ flat.T, rtol=2e-5)
   with pytest.raises(ValueError, match="selects no leaf"):
     gram_matrix(tree, {"big": False, "small": False, "head": False})
+
+
+@pytest.mark.parametrize("k,shape", [(1, (5,)), (3, (4, 6)), (8, (2, 3, 5))])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_task_sum_is_the_leading_axis_sum_in_float32(k, shape, dtype):
+  x = jnp.asarray(np.random.default_rng(k).normal(size=(k, *shape)), dtype)
+  got = task_sum(x)
+  assert got.dtype == jnp.float32 and got.shape == shape
+  np.testing.assert_allclose(got, np.asarray(x, np.float64).sum(0), rtol=1e-6, atol=1e-6)

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from pub_optax._gram import task_sum
 from pub_optax.weightings._base import CoordinateResult, Weighting, coordinatewise
 
 Array = jax.Array
@@ -82,14 +83,14 @@ def graddrop_leaf(
   """
   acc = jnp.promote_types(stacked.dtype, jnp.float32)
   x = stacked.astype(acc)
-  total, mass = jnp.sum(x, 0), jnp.sum(jnp.abs(x), 0)
+  total, mass = task_sum(x), task_sum(jnp.abs(x))
   purity = jnp.where(mass > 0, 0.5 * (1.0 + total / jnp.where(mass > 0, mass, 1.0)), 0.5)
   fp = purity if purity_fn is None else purity_fn(purity)
   u = uniform.astype(acc)
   kept = ((fp > u)[None] & (x > 0)) | ((fp < u)[None] & (x < 0))
   lk = jnp.asarray(leak, acc).reshape((-1,) + (1,) * (x.ndim - 1))
   coeff = lk + (1.0 - lk) * kept.astype(acc)
-  return jnp.sum(coeff * x, 0).astype(stacked.dtype), coeff
+  return task_sum(coeff * x).astype(stacked.dtype), coeff
 
 
 def graddrop(
