@@ -46,8 +46,11 @@ cumulative over the process, so it bounds a method's own peak only from above).
 Per-task gradients (``--grads``): the ways of getting the K task gradients of the same step
 (:func:`grad_variants`: one vmapped VJP, K calls of one VJP, ``jax.jacrev``, K ``jax.grad`` with
 K forwards, and ``pub_optax.value_and_task_grads`` as PUB calls it) timed in the same interleaved
-rounds as Adam on the summed loss and the PUB step; full-size MMoE at width 16, batch 1024,
-K = 2, 4, 8 (``--quick``: the small model).
+rounds as Adam on the summed loss, the PUB step, its ``floor`` and ``summed`` (the same per-task
+gradients, their equally weighted sum and one Adam step: the least any method that takes K task
+gradients pays); full-size MMoE at width 16, batch 1024, K = 2, 4, 8 (``--quick``: the small
+model). ``pub/default``, ``floor/default`` and ``summed/default`` divide each step by its
+per-task gradients alone.
 
 Programs: every step is also lowered (not compiled) for cpu, cuda and tpu on the running host,
 and the count of ``stablehlo.while`` loops, ``stablehlo.case``/``if`` conditionals and the
@@ -85,7 +88,7 @@ except ImportError:  # python benchmarks/step.py
 
 import pub_optax
 from pub_optax._balance import resolve_shared
-from pub_optax._gram import _LANES_UP_TO_TASKS, leaf_gram, weighted_sum
+from pub_optax._gram import _LANES_UP_TO_TASKS, leaf_gram, task_sum, weighted_sum
 from pub_optax.ranking.data import generate_aliexpress
 from pub_optax.ranking.models import apply, build_model, split
 from pub_optax.ranking.train import task_losses
@@ -237,7 +240,7 @@ def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> d
     (losses, rest), grads = task_grads(params, rest, batch)
     look_ahead = jax.vmap(lambda g: inner.update(g, inner_state, params)[0])(grads)
     summed = jax.tree.map(
-      lambda g, m: weighted_sum(weights, g) if m else jnp.sum(g, axis=0), grads, shared
+      lambda g, m: weighted_sum(weights, g) if m else task_sum(g), grads, shared
     )
     committed, inner_state = inner.update(summed, inner_state, params)
     direction = jax.tree.map(
@@ -267,6 +270,11 @@ def make_methods(graph, mask, num_tasks: int, lr: float, lookups: Callable) -> d
     ),
     floor_balance=tx_step(
       pub_optax.balance(inner, carried_weights(), lr, num_tasks=num_tasks, shared=mask)
+    ),
+    summed=tx_step(
+      pub_optax.balance(
+        inner, pub_optax.weightings.equal(), lr, num_tasks=num_tasks, level="gradient"
+      )
     ),
   )
 
@@ -489,7 +497,7 @@ def bench_grads(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
     graph, model.shared_mask(), num_tasks, cfg["lr"], model.embedding_lookups()
   )
   runners: dict[str, Callable] = {}
-  for name in ("adam", "pub"):
+  for name in ("adam", "pub", "floor", "summed"):
     runners[name] = runner = Runner(methods[name], params, rest, batches, structure=False)
     jax.block_until_ready(runner())
     row[f"compile_{name}_s"] = runner.compile_s
@@ -524,7 +532,9 @@ def bench_grads(cfg: dict, embed_dim: int, num_tasks: int) -> dict:
       row[f"{name}_over_adam"] = ratio(name, "adam")
   for name in GRAD_VARIANTS:
     row[f"{name}_over_vmap"] = ratio(name, "vmap")
-  row["pub_over_task_grads"] = ratio("pub", "default")
+  for name in ("pub", "floor", "summed"):
+    row[f"{name}_over_task_grads"] = ratio(name, "default")
+  row["pub_over_floor"] = ratio("pub", "floor")
   row["samples_s"] = samples
   row.update(gram_times(params, resolve_shared(model.shared_mask(), params), num_tasks))
   return row
@@ -540,6 +550,8 @@ GRAD_COLUMNS = [
   ("per_task_grad_s", "K grads s", ".3f"),
   ("default_s", "default s", ".3f"),
   ("pub_s", "pub s", ".3f"),
+  ("floor_s", "floor s", ".3f"),
+  ("summed_s", "summed s", ".3f"),
   ("vmap_over_adam", "vmap/adam", ".2f"),
   ("loop_over_adam", "loop/adam", ".2f"),
   ("jacrev_over_adam", "jacrev/adam", ".2f"),
@@ -547,6 +559,9 @@ GRAD_COLUMNS = [
   ("default_over_adam", "default/adam", ".2f"),
   ("loop_over_vmap", "loop/vmap", ".3f"),
   ("pub_over_task_grads", "pub/default", ".3f"),
+  ("floor_over_task_grads", "floor/default", ".3f"),
+  ("summed_over_task_grads", "summed/default", ".3f"),
+  ("pub_over_floor", "pub/floor", ".3f"),
   ("rounds", "rounds"),
   ("gram_matmul_s", "gram matmul s", ".4f"),
   ("gram_lanes_s", "gram lanes s", ".4f"),
