@@ -1,6 +1,6 @@
-"""The Gram matrix of K task vectors over the shared leaves, and their weighted sum.
+"""The Gram matrix of K task vectors over the shared leaves, and their sums over the task axis.
 
-Both reductions accumulate in float32 or wider whatever the vectors' dtype, so bf16
+The reductions accumulate in float32 or wider whatever the vectors' dtype, so bf16
 parameters give a float32 Gram matrix and weights.
 """
 
