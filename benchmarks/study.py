@@ -360,6 +360,11 @@ def _at_rate(members: list[dict], rate: float) -> dict[int, dict]:
   return {int(m["seed"]): m for m in members if math.isclose(m["learning_rate"], rate)}
 
 
+def _paired(a: dict, b: dict, seeds, key: str) -> dict:
+  """:func:`paired_stats` of ``a``'s test ``key`` minus ``b``'s (members by seed) over ``seeds``."""
+  return paired_stats([a[s]["test"][key] - b[s]["test"][key] for s in seeds])
+
+
 def summarise(settings_info: dict, tuned: dict, methods: list[str]) -> dict:
   """Per-setting and pooled tables of test AUC and paired differences against equal."""
   out: dict = {"settings": {}, "pooled": {}}
@@ -405,13 +410,13 @@ def summarise(settings_info: dict, tuned: dict, methods: list[str]) -> dict:
         row["gap_to_oracle"][k] = info["oracle_test_auc"][task] - row["test"][k]["mean"]
         if method != "equal" and eq_members:
           paired = [s for s in seeds if s in eq_members]
-          diffs = [chosen[s]["test"][k] - eq_members[s]["test"][k] for s in paired]
-          row["delta_vs_equal"][k] = paired_stats(diffs)
+          row["delta_vs_equal"][k] = _paired(chosen, eq_members, paired, k)
           # The same comparison with this method at equal's tuned rate (if it was swept there).
           same = _at_rate(t["members"], eq["tuned_lr"])
           if same:
-            diffs = [same[s]["test"][k] - eq_members[s]["test"][k] for s in paired if s in same]
-            row["delta_at_equal_lr"][k] = paired_stats(diffs)
+            row["delta_at_equal_lr"][k] = _paired(
+              same, eq_members, [s for s in paired if s in same], k
+            )
       # Hanley–McNeil error of one test split at this method's mean AUC.
       n_test = info["n_test"]
       row["hanley_mcneil_se"] = {
@@ -473,8 +478,7 @@ def compare_pairs(settings_info: dict, tuned: dict, pairs: list[tuple[str, str]]
       ma, mb = _at_rate(ta["members"], ta["tuned_lr"]), _at_rate(tb["members"], tb["tuned_lr"])
       seeds = sorted(set(ma) & set(mb))
       for k in [f"{t}_auc" for t in info["tasks"]] + ["mean_auc"]:
-        diffs = [ma[s]["test"][k] - mb[s]["test"][k] for s in seeds]
-        per.setdefault(k, []).append(paired_stats(diffs))
+        per.setdefault(k, []).append(_paired(ma, mb, seeds, k))
     if per:
       out[f"{a} vs {b}"] = {k: pooled_stats(v) for k, v in per.items()}
   return out
