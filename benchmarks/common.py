@@ -27,6 +27,9 @@ __all__ = [
   "print_table",
   "format_table",
   "program_structure",
+  "load_runs",
+  "append_run",
+  "enable_compile_cache",
 ]
 
 
@@ -259,3 +262,47 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence) -> str:
 def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence) -> None:
   """Prints :func:`format_table` to stdout."""
   print(format_table(rows, columns), flush=True)
+
+
+def load_runs(path: str | None) -> dict:
+  """The records of a JSON-lines runs file by their ``"key"``; ``{}`` without a file.
+
+  A line that is not valid JSON can only be the last one, cut by an interrupted write; it is
+  skipped (its run is trained again). Any other bad line is an error that names the file.
+  """
+  runs: dict = {}
+  if not (path and os.path.exists(path)):
+    return runs
+  with open(path, encoding="utf-8") as f:
+    lines = [line.strip() for line in f]
+  lines = [line for line in lines if line]
+  for number, line in enumerate(lines, 1):
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as err:
+      if number == len(lines):
+        break
+      raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
+    runs[record["key"]] = record
+  return runs
+
+
+def append_run(path: str | None, record: dict) -> None:
+  """Appends one record as a line of ``path`` (flushed to disk); nothing without a path."""
+  if not path:
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(json.dumps(record, allow_nan=True, default=float) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def enable_compile_cache(path: str) -> None:
+  """Caches compiled programs on disk: the same program built again (another seed, another
+  injected rate) is loaded instead of compiled."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
-from common import machine_info, write_json  # noqa: E402
+from common import append_run, enable_compile_cache, load_runs, machine_info, write_json  # noqa: E402
 
 RANKING_METHODS = (
   "equal",
@@ -68,41 +68,11 @@ FASHION_METHODS = (
 CONTROL = "equal_Kx"  # equal weighting at K x the tuned equal learning rate
 
 
-def _enable_compile_cache(path: str) -> None:
-  """Same method and rate on another seed compiles to the same program: cache it on disk."""
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 # ----------------------------------------------------------------------------- run store
 
 
 def run_key(setting: str, model: str, label: str, lr: float, seed: int) -> str:
   return f"{setting}|{model}|{label}|{lr:.3g}|{seed}"
-
-
-def load_runs(path: str) -> dict:
-  runs = {}
-  if path and os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          try:
-            r = json.loads(line)
-          except json.JSONDecodeError:  # a line cut by an interruption
-            continue
-          runs[r["key"]] = r
-  return runs
-
-
-def append_run(path: str, record: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(record, default=float) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- one run
@@ -529,7 +499,7 @@ def main(argv=None) -> int:
   unknown_models = [m for m in models if m not in MODEL_NAMES]
   if unknown_models or not models:
     p.error(f"unknown or no model(s) {unknown_models}; valid: {', '.join(MODEL_NAMES)}")
-  _enable_compile_cache(args.cache)
+  enable_compile_cache(args.cache)
   store = load_runs(args.runs)
   t0 = time.time()
   records = []

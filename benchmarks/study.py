@@ -50,7 +50,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info, write_json  # noqa: E402
+from common import append_run, load_runs, machine_info, write_json  # noqa: E402
 
 DEFAULT_METHODS = (
   "equal",
@@ -210,32 +210,12 @@ def _sweep_key(setting: Setting, method: str, seeds, rates, train: dict) -> str:
   )
 
 
-def _load_runs(path: str | None) -> dict:
-  runs = {}
-  if path and os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          record = json.loads(line)
-          runs[record["key"]] = record
-  return runs
-
-
-def _append_run(path: str | None, record: dict) -> None:
-  if not path:
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "a", encoding="utf-8") as f:
-    f.write(json.dumps(record, allow_nan=True) + "\n")
-
-
 class Runner:
   """Runs (or reuses from the runs file) the sweeps of one study."""
 
   def __init__(self, args, train: dict, model_kwargs: dict | None):
     self.args, self.train, self.model_kwargs = args, train, model_kwargs
-    self.stored = _load_runs(args.runs)
+    self.stored = load_runs(args.runs)
     self.start = time.perf_counter()
     self.cut: list[str] = []
     self.n_run = 0
@@ -293,7 +273,7 @@ class Runner:
     )
     self.stored[key] = record
     self.n_run += 1
-    _append_run(self.args.runs, record)
+    append_run(self.args.runs, record)
     print(
       f"  {setting.name:28s} {method:22s} rates {[f'{r:.0e}' for r in rates]} "
       f"{wall:6.1f} s (elapsed {time.perf_counter() - self.start:6.0f} s)",

@@ -184,13 +184,16 @@ def fit(
   seed: int = 0,
   *,
   eval_batch_size: int = 1000,
+  patience: int | None = None,
   log: Callable[[dict], Any] | None = None,
 ) -> dict:
   """Trains ``model`` with ``tx``, validating per epoch and keeping the best epoch.
 
   After every epoch the model is evaluated on ``splits["val"]``; the parameters of the epoch
   with the highest validation mean accuracy (the first on ties) are kept, written back into
-  ``model`` at the end, and evaluated on ``splits["test"]`` if present.
+  ``model`` at the end, and evaluated on ``splits["test"]`` if present. With ``patience``,
+  training stops early once that many epochs in a row did not beat the best validation mean
+  accuracy.
 
   Args:
     model: e.g. :class:`~pub_optax.vision.MultiLeNet`; updated in place to the best epoch.
@@ -201,11 +204,14 @@ def fit(
     batch_size: training batch size.
     seed: shuffling seed (the model's initialisation is fixed by its own ``rngs``).
     eval_batch_size: evaluation batch size.
+    patience: stop after this many epochs without a better validation mean accuracy (>= 1);
+      None trains every epoch.
     log: called with each epoch's record (e.g. ``print``).
 
   Returns:
     ``{"history": [per-epoch records], "best_epoch": int, "val": best validation metrics,
-    "test": its test metrics or None, "seconds_per_epoch": mean wall time of the epochs after
+    "test": its test metrics or None, "epochs_run": epochs trained (fewer than ``epochs`` when
+    early stopping ended training), "seconds_per_epoch": mean wall time of the epochs after
     the first (the first includes compilation; the first's time if ``epochs == 1``)}``. An
     epoch record holds ``epoch``, ``train_loss`` (mean per task), ``weights`` (mean task
     weights of a balancing state, NaN without one), ``val`` metrics, ``train_seconds`` and
@@ -227,6 +233,8 @@ def fit(
   """
   if int(epochs) != epochs or epochs < 1:
     raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+  if patience is not None and (int(patience) != patience or patience < 1):
+    raise ValueError(f"patience must be an integer >= 1 or None, got {patience!r}")
   for name in ("train", "val"):
     if name not in splits:
       raise ValueError(f"splits: missing {name!r} (have {sorted(splits)})")
@@ -236,6 +244,8 @@ def fit(
   history = []
   best = None  # (mean accuracy, epoch, params, rest, val metrics)
   for epoch in range(int(epochs)):
+    if patience is not None and best is not None and epoch - best[1] > patience:
+      break
     start = time.perf_counter()
     losses, weights, update_rms = [], [], []
     for batch in batches(splits["train"], batch_size, seed, epoch):
@@ -273,5 +283,6 @@ def fit(
     "best_epoch": best_epoch,
     "val": val,
     "test": test,
+    "epochs_run": len(history),
     "seconds_per_epoch": float(np.mean(times[1:] if len(times) > 1 else times)),
   }

@@ -172,3 +172,25 @@ def test_pub_adam_learns_synthetic_multi_fashion():
     r["shared_update_rms"] for r in records
   ]
   assert elapsed < 40, elapsed
+
+
+def test_fit_stops_after_patience_epochs_without_improvement():
+  items, labels = class_bar_items(60, seed=0)
+  data = vision.make_multi_fashion(items, labels, n=32, seed=0)
+  model = vision.MultiLeNet(rngs=nnx.Rngs(0))
+  mask = model.shared_mask()
+  frozen = pub_optax.balance(
+    optax.scale_by_adam(),
+    pub_optax.weightings.stateless("equal", lambda g: jnp.full(g.shape[0], 0.5, g.dtype)),
+    0.0,
+    num_tasks=2,
+    level="gradient",
+    shared=mask,
+  )
+  splits = {"train": data, "val": data}
+  # A zero learning rate never changes validation accuracy: epoch 0 stays best, two more run.
+  result = vision.fit(model, frozen, splits, epochs=10, batch_size=16, patience=2)
+  assert result["best_epoch"] == 0 and result["epochs_run"] == 3 == len(result["history"])
+  assert vision.fit(model, frozen, splits, epochs=4, batch_size=16)["epochs_run"] == 4
+  with pytest.raises(ValueError, match="patience"):
+    vision.fit(model, frozen, splits, epochs=2, patience=0)
