@@ -262,11 +262,16 @@ def markdown(result: dict) -> str:
   if result.get("note"):
     lines += [result["note"], ""]
   lines += [
+    "Test accuracy at each method's tuned rate, mean ± std over seeds; epochs run and best "
+    "epoch are medians over seeds; stopped early = runs ended by early stopping before the "
+    "epoch cap.",
+    "",
     "| method | tuned lr | interior | " + " | ".join(tasks) + " | mean | Δ mean vs equal [95 % CI] "
-    "| MDE | p | wins | epochs run | weights | s / run | val by lr |",
-    "|" + "---|" * (len(tasks) + 12),
+    "| MDE | p | wins | epochs run (best) | stopped early | weights | s / run | val by lr |",
+    "|" + "---|" * (len(tasks) + 13),
   ]
   rows = result["methods"]
+  cap = result["config"]["epochs"]
   for method in sorted(rows, key=lambda m: -rows[m]["test"]["mean"]["mean"]):
     row = rows[method]
     d = row["delta_vs_equal"].get("mean")
@@ -284,7 +289,8 @@ def markdown(result: dict) -> str:
       + " | ".join(f"{_f(row['test'][t]['mean'])} ± {_f(row['test'][t]['std'])}" for t in tasks)
       + f" | **{_f(row['test']['mean']['mean'])}** ± {_f(row['test']['mean']['std'])} | "
       + compared
-      + f" | {np.median(row['epochs_run']):.0f} (best {np.median(row['best_epoch']):.0f}) | "
+      + f" | {np.median(row['epochs_run']):.0f} ({np.median(row['best_epoch']):.0f}) | "
+      + f"{sum(e < cap for e in row['epochs_run'])}/{len(row['epochs_run'])} | "
       + " ".join(f"{w:.3f}" for w in row["weights_mean"])
       + f" | {row['seconds_per_run']:.0f} | {val} |"
     )
