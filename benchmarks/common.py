@@ -30,6 +30,9 @@ __all__ = [
   "load_runs",
   "append_run",
   "enable_compile_cache",
+  "add_report_options",
+  "report_command",
+  "write_report",
 ]
 
 
@@ -306,3 +309,33 @@ def enable_compile_cache(path: str) -> None:
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def add_report_options(parser) -> None:
+  """``--json`` and ``--md`` (where the report goes) and ``--note`` / ``--reading`` (its prose)."""
+  parser.add_argument("--json", default=None)
+  parser.add_argument("--md", default=None)
+  parser.add_argument("--note", default=None, help="a paragraph for the report (choices, reasons)")
+  parser.add_argument("--reading", default=None, help="a paragraph for the report's reading")
+
+
+def report_command(script: str, argv: Sequence[str] | None, prose=("--note", "--reading")) -> str:
+  """The command line of a report, without the options whose text the report itself holds."""
+  args = list(sys.argv[1:] if argv is None else argv)
+  shown = []
+  for i, a in enumerate(args):
+    if a in prose or (i and args[i - 1] in prose) or a.startswith(tuple(f"{p}=" for p in prose)):
+      continue
+    shown.append(a if " " not in a else repr(a))
+  return " ".join([f"python benchmarks/{script}", *shown])
+
+
+def write_report(result: dict, json_path: str | None, md_path: str | None, markdown) -> None:
+  """Writes ``result`` as JSON and ``markdown(result)`` where asked, and prints the markdown."""
+  text = markdown(result)
+  if json_path:
+    write_json(json_path, result)
+  if md_path:
+    with open(md_path, "w", encoding="utf-8") as f:
+      f.write(text)
+  print(text)

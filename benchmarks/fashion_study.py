@@ -49,7 +49,15 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_run, enable_compile_cache, load_runs, machine_info, write_json  # noqa: E402
+from common import (  # noqa: E402
+  add_report_options,
+  append_run,
+  enable_compile_cache,
+  load_runs,
+  machine_info,
+  report_command,
+  write_report,
+)
 from study import paired_stats  # noqa: E402
 
 DEFAULT_METHODS = ("equal", "pub", "pub_fixed", "nash_mtl", "equal_Kx")
@@ -342,21 +350,13 @@ def _parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--budget-s", type=float, default=None, help="start no run after this many s")
   p.add_argument("--runs", default=None, help="JSON-lines file of finished runs (read, appended)")
-  p.add_argument("--json", default=None)
-  p.add_argument("--md", default=None)
-  p.add_argument("--note", default=None, help="a paragraph for the report (choices and reasons)")
-  p.add_argument("--reading", default=None, help="a paragraph for the report's reading")
+  add_report_options(p)
   return p
 
 
 def main(argv=None) -> dict:
   args = _parser().parse_args(argv)
-  argv_list = list(sys.argv[1:] if argv is None else argv)
-  command = "python benchmarks/fashion_study.py " + " ".join(
-    a if " " not in a else repr(a)
-    for i, a in enumerate(argv_list)
-    if a not in ("--note", "--reading") and not (i and argv_list[i - 1] in ("--note", "--reading"))
-  )
+  command = report_command("fashion_study.py", argv)
   if args.quick:
     jax.config.update("jax_disable_most_optimizations", True)
     args.seeds, args.tune_seeds, args.epochs, args.patience, args.max_extensions = 2, 1, 1, 1, 0
@@ -423,12 +423,7 @@ def main(argv=None) -> dict:
     note=args.note,
     reading=args.reading,
   )
-  if args.json:
-    write_json(args.json, result)
-  if args.md:
-    with open(args.md, "w", encoding="utf-8") as f:
-      f.write(markdown(result))
-  print(markdown(result))
+  write_report(result, args.json, args.md, markdown)
   return result
 
 

@@ -50,7 +50,14 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_run, load_runs, machine_info, write_json  # noqa: E402
+from common import (  # noqa: E402
+  add_report_options,
+  append_run,
+  load_runs,
+  machine_info,
+  report_command,
+  write_report,
+)
 
 DEFAULT_METHODS = (
   "equal",
@@ -667,24 +674,13 @@ def _parser() -> argparse.ArgumentParser:
     default="",
     help="A:B,... also compare method A against method B (both in --methods), paired by seed",
   )
-  p.add_argument("--json", default=None)
-  p.add_argument("--md", default=None)
-  p.add_argument("--note", default=None, help="a paragraph for the report (choices and reasons)")
-  p.add_argument("--reading", default=None, help="a paragraph for the report's reading")
+  add_report_options(p)
   return p
 
 
 def main(argv=None) -> dict:
   args = _parser().parse_args(argv)
-  argv_list = list(sys.argv[1:] if argv is None else argv)
-  shown = []  # the command without the report's prose (--note, --reading)
-  for i, a in enumerate(argv_list):
-    if a in ("--note", "--reading") or (i and argv_list[i - 1] in ("--note", "--reading")):
-      continue
-    if a.startswith(("--note=", "--reading=")):
-      continue
-    shown.append(a if " " not in a else repr(a))
-  command = "python benchmarks/study.py " + " ".join(shown)
+  command = report_command("study.py", argv)
   load_start = os.getloadavg()
   model_kwargs = None
   if args.quick:
@@ -766,12 +762,7 @@ def main(argv=None) -> dict:
     reading=args.reading,
   )
   result["power"] = power_text(summary, args.seeds, args.target)
-  if args.json:
-    write_json(args.json, result)
-  if args.md:
-    with open(args.md, "w", encoding="utf-8") as f:
-      f.write(markdown(result))
-  print(markdown(result))
+  write_report(result, args.json, args.md, markdown)
   return result
 
 
