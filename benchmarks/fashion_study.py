@@ -58,7 +58,7 @@ from common import (  # noqa: E402
   report_command,
   write_report,
 )
-from study import paired_stats  # noqa: E402
+from study import choose_rate, ci_text, grid_ratio, num, paired_stats  # noqa: E402
 
 DEFAULT_METHODS = ("equal", "pub", "pub_fixed", "nash_mtl", "equal_Kx")
 CONTROL = "equal_Kx"
@@ -172,7 +172,6 @@ def tune(runner: Runner, method: str) -> dict | None:
   """Validation mean accuracy by rate over the tuning seeds, the grid extended past an edge."""
   args = runner.args
   grid = sorted(args.lrs)
-  ratio = grid[-1] / grid[-2] if len(grid) > 1 else 3.0
   seeds = range(args.tune_seeds)
   val: dict[float, float] = {}
   extended = {"low": 0, "high": 0}
@@ -183,14 +182,12 @@ def tune(runner: Runner, method: str) -> dict | None:
       if any(r is None for r in records):
         return None
       val[rate] = float(np.mean([r["val_mean_accuracy"] for r in records]))
-    ordered = sorted(val)
-    best = max(ordered, key=lambda r: val[r])
-    interior = ordered[0] < best < ordered[-1]
-    side = "high" if best == ordered[-1] else "low"
-    if interior or extended[side] >= args.max_extensions:
+    best, interior, extension = choose_rate(val, extended, args.max_extensions, grid_ratio(grid))
+    if extension is None:
       break
+    side, rate = extension
     extended[side] += 1
-    rates = [ordered[-1] * ratio] if side == "high" else [ordered[0] / ratio]
+    rates = [rate]
   return dict(val_by_rate=val, tuned_lr=best, interior=bool(interior), extended=extended)
 
 
@@ -231,15 +228,6 @@ def summarise(runner: Runner, tuned: dict, methods: list[str], task_names) -> di
   return out
 
 
-def _f(x, fmt="{:.4f}") -> str:
-  return "—" if x is None or not np.isfinite(x) else fmt.format(x)
-
-
-def _ci(d: dict) -> str:
-  signed = "{:+.4f}"
-  return f"{_f(d['mean'], signed)} [{_f(d['ci_low'], signed)}, {_f(d['ci_high'], signed)}]"
-
-
 def markdown(result: dict) -> str:
   tasks = result["data"]["tasks"]
   data = result["data"]
@@ -254,7 +242,7 @@ def markdown(result: dict) -> str:
     f"Data: Multi-Fashion canvases from Fashion-MNIST ({data['source']}): train {data['sizes']['train']}, "
     f"validation {data['sizes']['val']}, test {data['sizes']['test']}. One test accuracy's "
     "sampling error √(a(1−a)/n) at the equal-weighting accuracy: "
-    + ", ".join(f"{t} ±{_f(data['test_accuracy_se'].get(t))}" for t in tasks)
+    + ", ".join(f"{t} ±{num(data['test_accuracy_se'].get(t))}" for t in tasks)
     + " (common to every method, so it mostly cancels in paired differences).",
     "",
     f"Training: MultiLeNet, batch {result['config']['batch_size']}, up to "
@@ -285,17 +273,15 @@ def markdown(result: dict) -> str:
     d = row["delta_vs_equal"].get("mean")
     compared = "— | — | — | —"
     if d:
-      compared = (
-        f"{_ci(d)} | ±{_f(d['mde'])} | {_f(d['p'], '{:.3f}')} | {row['wins']}/{len(row['seeds'])}"
-      )
+      compared = f"{ci_text(d)} | ±{num(d['mde'])} | {num(d['p'], '{:.3f}')} | {row['wins']}/{len(row['seeds'])}"
     val = " ".join(
       f"{float(r):.0e}:{v:.4f}"
       for r, v in sorted(row["val_by_rate"].items(), key=lambda x: float(x[0]))
     )
     lines.append(
       f"| {method} | {row['tuned_lr']:.0e} | {row['interior'] if method != CONTROL else '—'} | "
-      + " | ".join(f"{_f(row['test'][t]['mean'])} ± {_f(row['test'][t]['std'])}" for t in tasks)
-      + f" | **{_f(row['test']['mean']['mean'])}** ± {_f(row['test']['mean']['std'])} | "
+      + " | ".join(f"{num(row['test'][t]['mean'])} ± {num(row['test'][t]['std'])}" for t in tasks)
+      + f" | **{num(row['test']['mean']['mean'])}** ± {num(row['test']['mean']['std'])} | "
       + compared
       + f" | {np.median(row['epochs_run']):.0f} ({np.median(row['best_epoch']):.0f}) | "
       + f"{sum(e < cap for e in row['epochs_run'])}/{len(row['epochs_run'])} | "
@@ -314,7 +300,7 @@ def markdown(result: dict) -> str:
     cells = []
     for t in tasks:
       d = row["delta_vs_equal"][t]
-      cells.append(f"{_ci(d)}, MDE ±{_f(d['mde'])}")
+      cells.append(f"{ci_text(d)}, MDE ±{num(d['mde'])}")
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
   if result["missing"]:
     lines += ["", "Not run (budget): " + "; ".join(result["missing"])]

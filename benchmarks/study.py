@@ -303,11 +303,29 @@ def _mean_val_by_rate(members: list[dict]) -> dict[float, float]:
   return {r: float(np.mean(v)) for r, v in sorted(by_rate.items())}
 
 
+def grid_ratio(grid) -> float:
+  """The step of a sorted rate grid (its top two rates' ratio), 3 for a single rate."""
+  return grid[-1] / grid[-2] if len(grid) > 1 else 3.0
+
+
+def choose_rate(val: dict, extended: dict, max_extensions: int, ratio: float):
+  """The tuning rule: the rate with the best validation score in ``val`` (rate -> score),
+  whether it is interior, and the ``(side, rate)`` one grid step past the edge it sits on —
+  None when it is interior or that side was already extended ``max_extensions`` times."""
+  rates = sorted(val)
+  best = max(rates, key=lambda r: val[r])
+  interior = rates[0] < best < rates[-1]
+  side = "high" if best == rates[-1] else "low"
+  if interior or extended[side] >= max_extensions:
+    return best, interior, None
+  return best, interior, (side, rates[-1] * ratio if side == "high" else rates[0] / ratio)
+
+
 def tune(runner: Runner, setting: Setting, splits, method: str) -> dict | None:
   """Sweeps the grid, extends it past an edge choice, returns the members and the choice."""
   args = runner.args
   grid = sorted(float(r) for r in args.lrs)
-  ratio = grid[-1] / grid[-2] if len(grid) > 1 else 3.0
+  ratio = grid_ratio(grid)
   members = runner.members(setting, splits, method, grid)
   if members is None:
     return None
@@ -315,15 +333,11 @@ def tune(runner: Runner, setting: Setting, splits, method: str) -> dict | None:
   extended = {"low": 0, "high": 0}
   while True:
     val = _mean_val_by_rate(members)
-    rates = sorted(val)
-    best = max(rates, key=lambda r: val[r])
-    interior = rates[0] < best < rates[-1]
-    if interior:
+    best, interior, extension = choose_rate(val, extended, args.max_extensions, ratio)
+    if extension is None:
       break
-    side = "high" if best == rates[-1] else "low"
-    if extended[side] >= args.max_extensions:
-      break
-    new = [rates[-1] * ratio] if side == "high" else [rates[0] / ratio]
+    side, rate = extension
+    new = [rate]
     more = runner.members(setting, splits, method, new)
     if more is None:
       break
@@ -471,24 +485,28 @@ def compare_pairs(settings_info: dict, tuned: dict, pairs: list[tuple[str, str]]
   return out
 
 
-def _f(x, fmt="{:.4f}") -> str:
+def num(x, fmt="{:.4f}") -> str:
+  """``x`` in ``fmt``; a dash for a missing or non-finite value."""
   return "—" if x is None or not np.isfinite(x) else fmt.format(x)
 
 
-def _ci(d: dict | None) -> str:
+def ci_text(d: dict | None) -> str:
+  """A paired difference as ``mean [ci_low, ci_high]``, signed; a dash without one."""
   if not d:
     return "—"
-  return f"{_f(d['mean'], '{:+.4f}')} [{_f(d['ci_low'], '{:+.4f}')}, {_f(d['ci_high'], '{:+.4f}')}]"
+  return (
+    f"{num(d['mean'], '{:+.4f}')} [{num(d['ci_low'], '{:+.4f}')}, {num(d['ci_high'], '{:+.4f}')}]"
+  )
 
 
 def _pooled_row(label: str, pooled: dict) -> str:
   """The cells of one pooled comparison, from the label to the CTCVR difference."""
   mm = pooled["mean_auc"]
   return (
-    f"| {label} | {mm['settings']} | {mm['n']} | {_f(mm['mean'], '{:+.4f}')} | "
-    f"[{_f(mm['ci_low'], '{:+.4f}')}, {_f(mm['ci_high'], '{:+.4f}')}] | {_f(mm['half_width'])} | "
-    f"{_f(mm['mde'])} | {_f(mm['p'], '{:.3f}')} | "
-    f"{_ci(pooled.get('ctr_auc'))} | {_ci(pooled.get('ctcvr_auc'))} |"
+    f"| {label} | {mm['settings']} | {mm['n']} | {num(mm['mean'], '{:+.4f}')} | "
+    f"[{num(mm['ci_low'], '{:+.4f}')}, {num(mm['ci_high'], '{:+.4f}')}] | {num(mm['half_width'])} | "
+    f"{num(mm['mde'])} | {num(mm['p'], '{:.3f}')} | "
+    f"{ci_text(pooled.get('ctr_auc'))} | {ci_text(pooled.get('ctcvr_auc'))} |"
   )
 
 
@@ -560,7 +578,7 @@ def markdown(result: dict) -> str:
   for method, p in s["pooled"].items():
     lines.append(
       _pooled_row(method, p) + f" {'yes' if p['all_interior'] else 'no'} | "
-      f"{_ci(p.get('at_equal_lr', {}).get('mean_auc'))} |"
+      f"{ci_text(p.get('at_equal_lr', {}).get('mean_auc'))} |"
     )
   lines += [""]
   if result.get("pairs"):
@@ -602,12 +620,12 @@ def markdown(result: dict) -> str:
         f"{t['ctcvr_auc']['mean']:.4f} ± {t['ctcvr_auc']['std']:.4f} | "
         f"**{t['mean_auc']['mean']:.4f}** ± {t['mean_auc']['std']:.4f} | "
         + (
-          f"{dm['mean']:+.4f} [{_f(dm['ci_low'], '{:+.4f}')}, {_f(dm['ci_high'], '{:+.4f}')}] | "
-          f"{_f(dm['mde'])} | {dv['ctr_auc']['mean']:+.4f} | {dv['ctcvr_auc']['mean']:+.4f} | "
+          f"{dm['mean']:+.4f} [{num(dm['ci_low'], '{:+.4f}')}, {num(dm['ci_high'], '{:+.4f}')}] | "
+          f"{num(dm['mde'])} | {dv['ctr_auc']['mean']:+.4f} | {dv['ctcvr_auc']['mean']:+.4f} | "
           if dm
           else "— | — | — | — | "
         )
-        + f"{_ci(r['delta_at_equal_lr'].get('mean_auc'))} | "
+        + f"{ci_text(r['delta_at_equal_lr'].get('mean_auc'))} | "
         + f"{r['gap_to_oracle']['mean_auc']:.4f} | "
         f"{r['hanley_mcneil_se'].get('ctr_auc', float('nan')):.4f} / "
         f"{r['hanley_mcneil_se'].get('ctcvr_auc', float('nan')):.4f} | "
@@ -639,9 +657,9 @@ def power_text(summary: dict, seeds: int, target: float) -> str:
     sd = float(np.sqrt(np.mean(np.square(per)))) if per else float("nan")
     need = seeds_needed(sd, mm["settings"], target, seeds)
     out.append(
-      f"- {method}: pooled half-width ±{_f(mm['half_width'])} over {mm['n']} pairs "
+      f"- {method}: pooled half-width ±{num(mm['half_width'])} over {mm['n']} pairs "
       f"({mm['settings']} settings × {seeds} seeds); measured paired-difference sd (RMS over "
-      f"settings) {_f(sd)}; ±{target} would need "
+      f"settings) {num(sd)}; ±{target} would need "
       + (f"{need} seeds per setting at {mm['settings']} settings." if need else "— (no estimate).")
     )
   return "\n".join(out)
