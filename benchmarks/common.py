@@ -291,12 +291,22 @@ def load_runs(path: str | None) -> dict:
 
 
 def append_run(path: str | None, record: dict) -> None:
-  """Appends one record as a line of ``path`` (flushed to disk); nothing without a path."""
+  """Appends one record as a line of ``path`` (flushed to disk); nothing without a path.
+
+  A last line cut by an interrupted write (no final newline) is removed first: it is the
+  unfinished record that :func:`load_runs` skips, and appending after it would leave it inside
+  the file, where it is an error.
+  """
   if not path:
     return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "a", encoding="utf-8") as f:
-    f.write(json.dumps(record, allow_nan=True, default=float) + "\n")
+  with open(path, "a+b") as f:
+    if f.seek(0, os.SEEK_END):
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b"\n":
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+    f.write((json.dumps(record, allow_nan=True, default=float) + "\n").encode("utf-8"))
     f.flush()
     os.fsync(f.fileno())
 

@@ -70,3 +70,14 @@ def test_runs_file_skips_only_a_cut_last_line(tmp_path):
     f.write('\n{"key": "d"}\n')
   with pytest.raises(ValueError, match="line 3 is not JSON"):
     load_runs(path)
+
+
+def test_appending_after_a_cut_line_replaces_it(tmp_path):
+  path = str(tmp_path / "runs.jsonl")
+  append_run(path, {"key": "a"})
+  with open(path, "a", encoding="utf-8") as f:
+    f.write('{"key": "b", "x"')
+  append_run(path, {"key": "c"})
+  assert sorted(load_runs(path)) == ["a", "c"]
+  with open(path, encoding="utf-8") as f:
+    assert f.read() == '{"key": "a"}\n{"key": "c"}\n'
